@@ -1,0 +1,57 @@
+"""``Authorization: Api-Key <key>`` authentication for the REST API."""
+
+from __future__ import annotations
+
+from django.core.cache import cache
+from django.utils import timezone
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
+
+from .models import TeamAPIKey
+
+KEYWORD = "Api-Key"
+#: Revoked, expired, malformed and unknown keys all get exactly this, so a caller learns nothing.
+INVALID_KEY_MESSAGE = "Invalid API key."
+#: last_used_at is written at most once per key per this many seconds, not on every request.
+LAST_USE_RESOLUTION_SECONDS = 60
+
+
+class ApiKeyAuthentication(BaseAuthentication):
+    """Authenticates a request by a team API key; ``request.auth`` is the TeamAPIKey."""
+
+    def authenticate(self, request):
+        header = get_authorization_header(request)
+        scheme, _, key = header.partition(b" ")
+        if scheme.decode("latin-1").lower() != KEYWORD.lower():
+            return None
+        api_key = find_usable_key(key.decode("latin-1").strip())
+        if api_key is None:
+            raise exceptions.AuthenticationFailed(INVALID_KEY_MESSAGE)
+        record_key_use(api_key)
+        return api_key.membership.user, api_key
+
+    def authenticate_header(self, request) -> str:
+        return KEYWORD
+
+
+def find_usable_key(key: str) -> TeamAPIKey | None:
+    """The key's row if the key is well formed, known, not revoked, not expired, user active."""
+    if "." not in key or len(key) > 200:
+        return None
+    try:
+        api_key = (
+            TeamAPIKey.objects.select_related("membership__team", "membership__user")
+            .filter(revoked=False)
+            .get(prefix=key.partition(".")[0])
+        )
+    except TeamAPIKey.DoesNotExist:
+        return None
+    if not api_key.is_valid(key) or api_key.has_expired or not api_key.membership.user.is_active:
+        return None
+    return api_key
+
+
+def record_key_use(api_key: TeamAPIKey) -> None:
+    # cache.add is atomic in Redis and locmem: only the first request in each window writes.
+    if cache.add(f"api-key-used:{api_key.prefix}", 1, LAST_USE_RESOLUTION_SECONDS):
+        TeamAPIKey.objects.filter(pk=api_key.pk).update(last_used_at=timezone.now())

@@ -1,0 +1,9 @@
+from rest_framework.routers import SimpleRouter
+
+from .views import BrokerAccountViewSet, BrokerViewSet
+
+router = SimpleRouter()
+router.register("brokers", BrokerViewSet, basename="broker")
+router.register("broker-accounts", BrokerAccountViewSet, basename="broker-account")
+
+urlpatterns = router.urls

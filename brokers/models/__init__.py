@@ -1,0 +1,4 @@
+from .accounts import BrokerAccount, BrokerSession, ConnectionState
+from .instruments import Instrument
+
+__all__ = ["BrokerAccount", "BrokerSession", "ConnectionState", "Instrument"]

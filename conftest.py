@@ -1,0 +1,93 @@
+"""Factories as fixtures, and API clients authenticated as a member of a team."""
+
+from __future__ import annotations
+
+import factory
+import pytest
+from rest_framework.test import APIClient
+
+from accounts import services as account_services
+from accounts.models import Membership, Role, Team, User
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = User
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    email = factory.LazyAttribute(lambda o: f"{o.username}@example.com")
+    password = factory.PostGenerationMethodCall("set_password", "pass-word-123")
+
+
+class TeamFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Team
+
+    name = factory.Sequence(lambda n: f"Team {n}")
+    slug = factory.Sequence(lambda n: f"team-{n}")
+
+
+class MembershipFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Membership
+
+    user = factory.SubFactory(UserFactory)
+    team = factory.SubFactory(TeamFactory)
+    role = Role.OWNER
+
+
+@pytest.fixture
+def user_factory(db):
+    return UserFactory
+
+
+@pytest.fixture
+def team_factory(db):
+    return TeamFactory
+
+
+@pytest.fixture
+def membership_factory(db):
+    return MembershipFactory
+
+
+@pytest.fixture
+def team(db):
+    return TeamFactory()
+
+
+@pytest.fixture
+def other_team(db):
+    return TeamFactory()
+
+
+@pytest.fixture
+def member(db):
+    """``member(team, role)`` -> a Membership."""
+
+    def make(team: Team, role: str = Role.OWNER) -> Membership:
+        return MembershipFactory(team=team, role=role)
+
+    return make
+
+
+@pytest.fixture
+def api_client_for(db):
+    """``api_client_for(membership, read_only=False)`` -> an APIClient using a fresh API key."""
+
+    def make(membership: Membership, *, read_only: bool = False) -> APIClient:
+        _, key = account_services.api_key_create(
+            membership=membership, name="test", read_only=read_only
+        )
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
+        client.api_key = key
+        return client
+
+    return make
+
+
+@pytest.fixture
+def owner_client(team, member, api_client_for):
+    return api_client_for(member(team, Role.OWNER))
