@@ -65,7 +65,10 @@ def _ensure_another_owner(membership: Membership) -> None:
 
 
 def api_key_create(
-    *, membership: Membership, name: str, read_only: bool = False,
+    *,
+    membership: Membership,
+    name: str,
+    read_only: bool = False,
     expiry_date: datetime | None = None,
 ) -> tuple[TeamAPIKey, str]:
     """Create a key for ``membership``; the plain key is returned here once and never stored."""

@@ -16,10 +16,15 @@ def admin_team_ids(user) -> list[int]:
         return []
     cache_attr = "_algoways_admin_team_ids"
     if not hasattr(user, cache_attr):
-        setattr(user, cache_attr, list(
-            Membership.objects.filter(user=user, role__in=[Role.ADMIN, Role.OWNER])
-            .values_list("team_id", flat=True)
-        ))
+        setattr(
+            user,
+            cache_attr,
+            list(
+                Membership.objects.filter(user=user, role__in=[Role.ADMIN, Role.OWNER]).values_list(
+                    "team_id", flat=True
+                )
+            ),
+        )
     return getattr(user, cache_attr)
 
 

@@ -42,8 +42,11 @@ _DEV_FERNET_KEY = "dev-only-insecure-fernet-key-change-me"
 SECRET_KEY = env("SECRET_KEY")
 FERNET_KEYS = env_list("FERNET_KEYS")  # newest first; the first one encrypts, all decrypt
 if not DEBUG:
-    missing = [name for name, value in (("SECRET_KEY", SECRET_KEY), ("FERNET_KEYS", FERNET_KEYS))
-               if not value]
+    missing = [
+        name
+        for name, value in (("SECRET_KEY", SECRET_KEY), ("FERNET_KEYS", FERNET_KEYS))
+        if not value
+    ]
     if missing:
         raise ImproperlyConfigured(
             f"{' and '.join(missing)} must be set when DEBUG is off. "
@@ -75,6 +78,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -105,8 +109,9 @@ TEMPLATES = [
 # Database ---------------------------------------------------------------------------------------
 DATABASE_URL = env("DATABASE_URL")
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=600,
-                                                  conn_health_checks=True)}
+    DATABASES = {
+        "default": dj_database_url.parse(DATABASE_URL, conn_max_age=600, conn_health_checks=True)
+    }
 else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
@@ -162,8 +167,7 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # Brokers ----------------------------------------------------------------------------------------
-BROKER_ADAPTERS = [
-]
+BROKER_ADAPTERS = []
 BROKER_CONNECT_TIMEOUT = float(env("BROKER_CONNECT_TIMEOUT", "3.05"))
 BROKER_READ_TIMEOUT = float(env("BROKER_READ_TIMEOUT", "10"))
 

@@ -24,7 +24,14 @@ class BrokerAccountForm(forms.ModelForm):
 @admin.register(BrokerAccount)
 class BrokerAccountAdmin(TeamScopedAdmin):
     form = BrokerAccountForm
-    list_display = ["label", "broker", "team", "connection_state", "trading_halted", "last_error_at"]
+    list_display = [
+        "label",
+        "broker",
+        "team",
+        "connection_state",
+        "trading_halted",
+        "last_error_at",
+    ]
     list_filter = ["broker", "connection_state", "trading_halted"]
     search_fields = ["label"]
     readonly_fields = ["connection_state", "last_error", "last_error_at", "secrets_set"]
@@ -82,5 +89,3 @@ class InstrumentAdmin(admin.ModelAdmin):
 
     def has_view_permission(self, request, obj=None):
         return self.has_module_permission(request)
-
-

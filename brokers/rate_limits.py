@@ -58,8 +58,9 @@ def acquire(identity: str, category: str, items) -> None:
             if all(limiter.hit(item, identity, category) for item in items):
                 return
             continue
-        reset_at = max(limiter.get_window_stats(item, identity, category).reset_time
-                       for item in blocked)
+        reset_at = max(
+            limiter.get_window_stats(item, identity, category).reset_time for item in blocked
+        )
         wait = max(0.01, min(reset_at - time.time(), 1.0))
         if time.monotonic() + wait > deadline:
             raise RateLimited("Waited too long for a rate-limit slot.", retry_after=None)

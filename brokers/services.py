@@ -159,7 +159,9 @@ def broker_account_disconnect(*, account: BrokerAccount) -> None:
         try:
             broker_call(account, lambda adapter: adapter.logout())
         except (errors.BrokerError, NotImplementedError):
-            logger.info("Logout at the broker failed for account %s; dropping the session", account.pk)
+            logger.info(
+                "Logout at the broker failed for account %s; dropping the session", account.pk
+            )
         session.delete()
     account_mark(account=account, state=ConnectionState.DISCONNECTED)
 

@@ -50,8 +50,15 @@ class ApiKeySerializer(serializers.ModelSerializer):
     class Meta:
         model = TeamAPIKey
         fields = [
-            "prefix", "name", "member", "role", "read_only", "created", "last_used_at",
-            "expiry_date", "revoked",
+            "prefix",
+            "name",
+            "member",
+            "role",
+            "read_only",
+            "created",
+            "last_used_at",
+            "expiry_date",
+            "revoked",
         ]
         read_only_fields = fields
 

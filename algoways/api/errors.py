@@ -72,6 +72,7 @@ def broker_error_response(exc: BrokerError) -> Response:
 
 def _django_validation_detail(exc: DjangoValidationError):
     if hasattr(exc, "error_dict"):
-        return {field: [m for e in errs for m in e.messages] for field, errs in
-                exc.error_dict.items()}
+        return {
+            field: [m for e in errs for m in e.messages] for field, errs in exc.error_dict.items()
+        }
     return list(exc.messages)

@@ -17,7 +17,7 @@ class UnknownBroker(LookupError):
 
 
 def load(dotted_paths: list[str]) -> None:
-    """Import every adapter; a wrong path or a duplicate code stops start-up with a clear message."""
+    """Import every adapter; a wrong path or a duplicate code stops start-up, saying which."""
     global _registry
     adapters: dict[str, type[BrokerAdapter]] = {}
     for path in dotted_paths:

@@ -35,9 +35,7 @@ class BrokerSerializer(serializers.Serializer):
 
     def to_representation(self, adapter_class):
         data = super().to_representation(adapter_class)
-        data["credential_fields"] = [
-            dataclasses.asdict(f) for f in adapter_class.credential_fields
-        ]
+        data["credential_fields"] = [dataclasses.asdict(f) for f in adapter_class.credential_fields]
         return data
 
 
@@ -58,13 +56,28 @@ class BrokerAccountSerializer(StrictSerializerMixin, serializers.ModelSerializer
     class Meta:
         model = BrokerAccount
         fields = [
-            "id", "broker", "label", "base_url", "credentials", "secrets_set",
-            "connection_state", "last_error", "last_error_at", "trading_halted",
-            "session_expires_at", "created_at", "updated_at",
+            "id",
+            "broker",
+            "label",
+            "base_url",
+            "credentials",
+            "secrets_set",
+            "connection_state",
+            "last_error",
+            "last_error_at",
+            "trading_halted",
+            "session_expires_at",
+            "created_at",
+            "updated_at",
         ]
         read_only_fields = [
-            "id", "connection_state", "last_error", "last_error_at", "trading_halted",
-            "created_at", "updated_at",
+            "id",
+            "connection_state",
+            "last_error",
+            "last_error_at",
+            "trading_halted",
+            "created_at",
+            "updated_at",
         ]
 
     def validate_broker(self, value: str) -> str:
@@ -117,7 +130,9 @@ class FundsSerializer(serializers.Serializer):
 def dataclass_rows(rows) -> list[dict]:
     """Broker dataclasses as JSON-ready dicts, Decimals as strings."""
     return [
-        {k: (str(v) if v is not None and not isinstance(v, (str, bool, int)) else v)
-         for k, v in dataclasses.asdict(row).items()}
+        {
+            k: (str(v) if v is not None and not isinstance(v, (str, bool, int)) else v)
+            for k, v in dataclasses.asdict(row).items()
+        }
         for row in rows
     ]

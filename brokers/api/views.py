@@ -90,8 +90,9 @@ class BrokerAccountViewSet(
         account = self.get_object()
         serializer = OAuthCompleteSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        services.oauth_login_complete(team=self.team, expected_account=account,
-                                      **serializer.validated_data)
+        services.oauth_login_complete(
+            team=self.team, expected_account=account, **serializer.validated_data
+        )
         account.refresh_from_db()
         return Response(self.get_serializer(account).data)
 
@@ -142,7 +143,9 @@ class BrokerAccountViewSet(
         return Response(dataclass_rows(self._read(lambda adapter: adapter.trade_book())))
 
     @extend_schema(
-        parameters=[OpenApiParameter("symbols", str, description="EXCHANGE:SYMBOL, comma-separated")],
+        parameters=[
+            OpenApiParameter("symbols", str, description="EXCHANGE:SYMBOL, comma-separated")
+        ],
         responses=OpenApiTypes.OBJECT,
     )
     @action(detail=True, methods=["get"])

@@ -29,12 +29,15 @@ class BrokerAccountQuerySet(TeamScopedQuerySet):
 class BrokerAccount(models.Model):
     """A team's account at one broker: credentials (secret ones encrypted) and connection state."""
 
-    team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="broker_accounts")
+    team = models.ForeignKey(
+        "accounts.Team", on_delete=models.CASCADE, related_name="broker_accounts"
+    )
     broker = models.CharField(max_length=30, help_text="Broker code, e.g. zerodha")
     label = models.CharField(max_length=100)
     base_url = models.URLField(
-        blank=True, help_text="Empty means the broker's production URL; required for white-label "
-        "platforms (DXtrade, Match-Trader)."
+        blank=True,
+        help_text="Empty means the broker's production URL; required for white-label "
+        "platforms (DXtrade, Match-Trader).",
     )
     #: Non-secret credential fields (API key, client code, username...), in plain text.
     credentials = models.JSONField(default=dict, blank=True)
@@ -81,8 +84,9 @@ class BrokerAccount(models.Model):
         except registry.UnknownBroker as exc:
             raise ValidationError({"broker": [str(exc)]}) from exc
         if adapter_class.base_url_required and not self.base_url:
-            raise ValidationError({"base_url": ["This broker runs on each firm's own host: "
-                                                "give its base URL."]})
+            raise ValidationError(
+                {"base_url": ["This broker runs on each firm's own host: give its base URL."]}
+            )
         secret_names = adapter_class.secret_field_names()
         leaked = sorted(set(self.credentials) & secret_names)
         if leaked:

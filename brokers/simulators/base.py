@@ -26,10 +26,11 @@ import random
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 
@@ -79,7 +80,7 @@ class Response:
 
 
 def route(method: str, pattern: str) -> Callable:
-    """Declare a handler for ``method`` on paths matching ``pattern`` ({name} captures a segment)."""
+    """Declare a handler for ``method`` on paths matching ``pattern`` ({name}: one segment)."""
     regex = re.compile(
         "^" + re.sub(r"\{(\w+)\}", lambda m: f"(?P<{m.group(1)}>[^/]+)", pattern) + "$"
     )

@@ -35,8 +35,9 @@ class Command(BaseCommand):
             membership = Membership.objects.get(user=user, team=team)
             # A key's plain value is shown once, so each run mints a fresh one and revokes the
             # previous demo key: the printed key always works.
-            for old in TeamAPIKey.objects.filter(membership=membership, name=DEMO_KEY_NAME,
-                                                 revoked=False):
+            for old in TeamAPIKey.objects.filter(
+                membership=membership, name=DEMO_KEY_NAME, revoked=False
+            ):
                 services.api_key_revoke(acting=membership, api_key=old)
             _, key = services.api_key_create(membership=membership, name=DEMO_KEY_NAME)
             paper_account = self._paper_account(team)
