@@ -136,3 +136,23 @@ def dataclass_rows(rows) -> list[dict]:
         }
         for row in rows
     ]
+
+
+class InstrumentSerializer(serializers.ModelSerializer):
+    class Meta:
+        from brokers.models import Instrument
+
+        model = Instrument
+        fields = [
+            "broker",
+            "exchange",
+            "symbol",
+            "broker_symbol",
+            "broker_token",
+            "name",
+            "instrument_type",
+            "lot_size",
+            "tick_size",
+            "expiry",
+            "strike",
+        ]

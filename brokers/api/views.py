@@ -11,12 +11,13 @@ from accounts.models import Role
 from algoways.api.views import TeamScopedViewSet
 from brokers import services
 from brokers.adapters import registry
-from brokers.models import BrokerAccount
+from brokers.models import BrokerAccount, Instrument
 
 from .serializers import (
     BrokerAccountSerializer,
     BrokerSerializer,
     FundsSerializer,
+    InstrumentSerializer,
     LoginUrlSerializer,
     OAuthCompleteSerializer,
     dataclass_rows,
@@ -43,6 +44,39 @@ class BrokerViewSet(viewsets.ViewSet):
 
             raise NotFound(f"Unknown broker {code!r}.")
         return Response(BrokerSerializer(adapter_class).data)
+
+
+class InstrumentViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    """Search the instrument master: ``?broker=zerodha&q=INF`` (symbol or name prefix)."""
+
+    permission_classes = [IsAuthenticated]
+    serializer_class = InstrumentSerializer
+    queryset = Instrument.objects.all()
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("broker", str, required=True),
+            OpenApiParameter("q", str, description="symbol prefix or name fragment"),
+            OpenApiParameter("exchange", str),
+        ]
+    )
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
+
+    def get_queryset(self):
+        params = self.request.query_params
+        broker = params.get("broker", "")
+        if not broker:
+            raise serializers.ValidationError({"broker": ["This parameter is required."]})
+        queryset = Instrument.objects.filter(broker=broker)
+        if params.get("exchange"):
+            queryset = queryset.filter(exchange=params["exchange"].upper())
+        query = params.get("q", "").strip()
+        if query:
+            queryset = queryset.filter(symbol__istartswith=query) | queryset.filter(
+                name__icontains=query
+            )
+        return queryset.order_by("symbol", "exchange")
 
 
 class BrokerAccountViewSet(
