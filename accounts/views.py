@@ -1,33 +1,19 @@
-"""Console pages for signing in, choosing a team and the daily dashboard."""
+"""Console pages: the dashboard and the team switcher."""
 
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from algoways.api.context import SESSION_TEAM_KEY
+from algoways.console import console_context, console_view
 
 from .models import Membership
 
 
-def current_membership(request) -> Membership | None:
-    memberships = Membership.objects.filter(user=request.user).select_related("team")
-    selected = request.session.get(SESSION_TEAM_KEY)
-    return memberships.filter(team_id=selected).first() or memberships.first()
-
-
-@login_required
+@console_view()
 def dashboard(request):
-    membership = current_membership(request)
-    accounts = membership.team.broker_accounts.all() if membership else []
-    return render(
-        request,
-        "console/dashboard.html",
-        {
-            "membership": membership,
-            "memberships": Membership.objects.filter(user=request.user).select_related("team"),
-            "accounts": accounts,
-        },
-    )
+    accounts = request.team.broker_accounts.select_related("session")
+    return render(request, "console/dashboard.html", console_context(request, accounts=accounts))
 
 
 @login_required
