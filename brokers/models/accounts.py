@@ -48,6 +48,10 @@ class BrokerAccount(models.Model):
     )
     last_error = models.TextField(blank=True)
     last_error_at = models.DateTimeField(null=True, blank=True)
+    #: Consecutive failed automatic logins; after a few the platform stops trying (brokers lock
+    #: accounts after repeated bad logins) until a person reconnects the account.
+    login_failures = models.PositiveSmallIntegerField(default=0)
+    login_retry_at = models.DateTimeField(null=True, blank=True)
     trading_halted = models.BooleanField(
         default=False, help_text="Kill switch: no new orders on this account while set."
     )
