@@ -90,3 +90,20 @@ def api_client_for(db):
 @pytest.fixture
 def owner_client(team, member, api_client_for):
     return api_client_for(member(team, Role.OWNER))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(settings, request):
+    """Each test gets its own cache namespace, so cached rows never outlive a test's data.
+
+    With Redis (CI's second run) several test processes share one server; a unique key prefix
+    keeps them apart without flushing anyone else's keys.
+    """
+    import uuid
+
+    cache_settings = {**settings.CACHES["default"]}
+    if "LocMem" in cache_settings["BACKEND"]:
+        cache_settings["LOCATION"] = f"test-{uuid.uuid4().hex}"
+    else:
+        cache_settings["KEY_PREFIX"] = f"test-{uuid.uuid4().hex}"
+    settings.CACHES = {"default": cache_settings}

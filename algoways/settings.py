@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -144,6 +145,7 @@ SESSION_ENGINE = "django.contrib.sessions.backends.db"
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", "filesystem://")
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_FILESYSTEM_DIR = VAR_DIR / "celery"
+CELERY_VISIBILITY_TIMEOUT = int(env("CELERY_VISIBILITY_TIMEOUT", "3600"))
 if CELERY_BROKER_URL == "filesystem://":
     for sub in ("in", "processed"):
         (CELERY_FILESYSTEM_DIR / sub).mkdir(parents=True, exist_ok=True)
@@ -154,20 +156,74 @@ if CELERY_BROKER_URL == "filesystem://":
         "store_processed": False,
     }
 else:
-    # One visibility timeout everywhere: longer than any task may run, so an unacked order
-    # task is never handed to a second worker while the first still works on it.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+    # One visibility timeout everywhere (broker and result transport): longer than any task may
+    # run (CELERY_TASK_TIME_LIMIT) and than any countdown we schedule (ORDERS_RETRY_MAX_SECONDS),
+    # so an unacked order task is never handed to a second worker while the first still works.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+    CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_TIME_LIMIT = 900  # hard limit, well inside the visibility timeout
 CELERY_TASK_DEFAULT_QUEUE = "housekeeping"
+# Placement, reconciliation and fan-out on "orders"; sync, sweeps and cleanups stay on
+# "housekeeping" so a backlog there never delays an order.
 CELERY_TASK_ROUTES = {"orders.tasks.order_*": {"queue": "orders"}}
 CELERY_TIMEZONE = "UTC"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE = {
+    "orders-stuck-sweep": {"task": "orders.tasks.stuck_orders_sweep_task", "schedule": 30.0},
+    "orders-status-sync": {"task": "orders.tasks.open_orders_sync_task", "schedule": 15.0},
+    "orders-idempotency-cleanup": {
+        "task": "orders.tasks.idempotency_records_cleanup_task",
+        "schedule": 3600.0,
+    },
+    # Scheduled orders: a tick older than its interval is useless, so it expires unsent.
+    "orders-schedules-tick": {
+        "task": "orders.schedule_tasks.schedules_tick_task",
+        "schedule": 15.0,
+        "options": {"expires": 14},
+    },
+    "brokers-session-keepalive-sweep": {
+        "task": "brokers.tasks.session_keepalive_sweep_task",
+        "schedule": 60.0,
+    },
+    "brokers-expired-sessions-cleanup": {
+        "task": "brokers.tasks.expired_sessions_cleanup_task",
+        "schedule": 3600.0,
+    },
+    # 02:30 UTC is 08:00 IST: before the Indian exchanges open, after the brokers publish.
+    "brokers-instrument-master-refresh": {
+        "task": "brokers.tasks.instrument_master_refresh_task",
+        "schedule": crontab(hour=2, minute=30),
+    },
+}
+
+# Orders -----------------------------------------------------------------------------------------
+ORDERS_WAIT_MAX_SECONDS = float(env("ORDERS_WAIT_MAX_SECONDS", "10"))  # cap of Prefer: wait=N
+# An order missing from the broker's book this long after it was sent never reached it.
+ORDERS_RECONCILE_GRACE_SECONDS = float(env("ORDERS_RECONCILE_GRACE_SECONDS", "30"))
+ORDERS_RECONCILE_DELAY_SECONDS = float(env("ORDERS_RECONCILE_DELAY_SECONDS", "2"))
+ORDERS_STUCK_PENDING_SECONDS = float(env("ORDERS_STUCK_PENDING_SECONDS", "60"))
+# A PENDING order not sent within this many seconds (a long outage) expires instead of going
+# out late at a price nobody wanted any more. 0 disables.
+ORDERS_PENDING_TTL_SECONDS = float(env("ORDERS_PENDING_TTL_SECONDS", "600"))
+ORDERS_RETRY_BASE_SECONDS = float(env("ORDERS_RETRY_BASE_SECONDS", "1"))
+ORDERS_RETRY_MAX_SECONDS = float(env("ORDERS_RETRY_MAX_SECONDS", "60"))
+ORDERS_FANOUT_THREADS = int(env("ORDERS_FANOUT_THREADS", "16"))
+ORDERS_FANOUT_CHUNK = int(env("ORDERS_FANOUT_CHUNK", "50"))
+IDEMPOTENCY_KEY_TTL_HOURS = int(env("IDEMPOTENCY_KEY_TTL_HOURS", "24"))  # never below 24
 
 # Brokers ----------------------------------------------------------------------------------------
-BROKER_ADAPTERS = []
+BROKER_ADAPTERS = [
+    "brokers.adapters.paper.PaperAdapter",
+    "brokers.adapters.zerodha.ZerodhaAdapter",
+    "brokers.adapters.angel.AngelAdapter",
+    "brokers.adapters.fyers.FyersAdapter",
+    "brokers.adapters.dxtrade.DXtradeAdapter",
+    "brokers.adapters.matchtrade.MatchTraderAdapter",
+]
 BROKER_CONNECT_TIMEOUT = float(env("BROKER_CONNECT_TIMEOUT", "3.05"))
 BROKER_READ_TIMEOUT = float(env("BROKER_READ_TIMEOUT", "10"))
 
@@ -214,6 +270,8 @@ SPECTACULAR_SETTINGS = {
 # Static files, i18n, auth -----------------------------------------------------------------------
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+WHITENOISE_USE_FINDERS = DEBUG  # serve app static files without collectstatic while developing
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "algoways" / "static"]
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -233,4 +291,3 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     "loggers": {"urllib3": {"level": "WARNING"}},
 }
-FORMS_URLFIELD_ASSUME_HTTPS = True

@@ -1,9 +1,17 @@
+import logging
+
 from django import forms
 from django.contrib import admin
+from django.utils.html import format_html_join
+from django.utils.safestring import mark_safe
 
 from algoways.admin import TeamScopedAdmin
 
-from .models import BrokerAccount, BrokerSession, Instrument
+from . import services
+from .adapters.errors import BrokerError
+from .models import BrokerAccount, BrokerSession, ConnectionState, Instrument
+
+logger = logging.getLogger(__name__)
 
 
 class BrokerAccountForm(forms.ModelForm):
@@ -45,7 +53,62 @@ class BrokerAccountAdmin(TeamScopedAdmin):
         fields = list(super().get_readonly_fields(request, obj))
         if obj is not None:
             fields += ["team", "broker"]  # an account never moves to another team or broker
+            fields += ["live_funds", "live_positions"]
         return fields
+
+    @admin.display(description="Funds (live from the broker)")
+    def live_funds(self, obj):
+        live = self._live(obj)
+        if "error" in live:
+            return live["error"]
+        funds = live["funds"]
+        text = (
+            f"Total {funds.total} {funds.currency} · Available {funds.available} "
+            f"{funds.currency} · Used margin {funds.used_margin} {funds.currency}"
+        )
+        if funds.equity is not None:
+            text += f" · Equity {funds.equity} {funds.currency}"
+        return text
+
+    @admin.display(description="Positions (live from the broker)")
+    def live_positions(self, obj):
+        live = self._live(obj)
+        if "error" in live:
+            return live["error"]
+        if not live["positions"]:
+            return "No positions."
+        return format_html_join(
+            mark_safe("<br>"),
+            "{}:{} {} qty {} avg {} (P&amp;L {})",
+            (
+                (p.exchange, p.symbol, p.product, p.quantity, p.average_price, p.pnl)
+                for p in live["positions"]
+            ),
+        )
+
+    def _live(self, obj) -> dict:
+        """Funds and positions, asked of the broker once per page; any failure becomes text.
+
+        A broker that is down or a session that expired must never break the admin page.
+        """
+        if not hasattr(obj, "_admin_live"):
+            if obj.connection_state != ConnectionState.CONNECTED:
+                obj._admin_live = {
+                    "error": f"Not connected ({obj.get_connection_state_display()}): connect "
+                    "the account to see its funds and positions."
+                }
+            else:
+                try:
+                    obj._admin_live = {
+                        "funds": services.broker_call(obj, lambda adapter: adapter.funds()),
+                        "positions": services.broker_call(obj, lambda adapter: adapter.positions()),
+                    }
+                except BrokerError as exc:
+                    obj._admin_live = {"error": f"The broker did not answer: {exc}"}
+                except Exception:
+                    logger.exception("Reading funds and positions of account %s failed", obj.pk)
+                    obj._admin_live = {"error": "Could not read them (an internal error, logged)."}
+        return obj._admin_live
 
     def save_model(self, request, obj, form, change):
         secrets = form.cleaned_data.get("new_secrets") or {}

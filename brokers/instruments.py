@@ -6,6 +6,7 @@ import logging
 from datetime import date
 from decimal import Decimal
 
+import requests
 from django.core.cache import cache
 from django.db import transaction
 
@@ -42,6 +43,12 @@ def instrument_master_refresh(*, broker: str, account: BrokerAccount | None = No
     )
     try:
         records = adapter.instrument_master()
+    except requests.RequestException as exc:
+        # A connection broken in the middle of the body (IncompleteRead) is not mapped by the
+        # adapters' transport layer; for us it is the same failed download.
+        raise errors.BrokerUnavailable(
+            f"{broker}: the instrument master download broke off ({exc.__class__.__name__})."
+        ) from exc
     finally:
         adapter.close()
     rows = _validated_rows(broker, records)
@@ -55,7 +62,10 @@ def instrument_master_refresh(*, broker: str, account: BrokerAccount | None = No
             )
         current.delete()
         Instrument.objects.bulk_create(rows, batch_size=2000)
-    _bump_cache_version(broker)
+        # Retire cached lookups only once the new table is visible to everyone: bumped before
+        # an outer transaction commits, a concurrent lookup would cache an old row under the
+        # new version and serve it until LOOKUP_CACHE_SECONDS ran out.
+        transaction.on_commit(lambda: _bump_cache_version(broker))
     logger.info("Instrument master for %s: %d instruments", broker, len(rows))
     return len(rows)
 

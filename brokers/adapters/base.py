@@ -462,6 +462,14 @@ class BrokerAdapter:
             if write:
                 raise errors.OutcomeUnknown("The broker did not answer in time.") from exc
             raise errors.BrokerUnavailable("The broker did not answer in time.") from exc
+        except (
+            requests.exceptions.ChunkedEncodingError,
+            requests.exceptions.ContentDecodingError,
+        ) as exc:
+            # The answer broke off mid-body: the request itself arrived.
+            if write:
+                raise errors.OutcomeUnknown("The broker's answer broke off.") from exc
+            raise errors.BrokerUnavailable("The broker's answer broke off.") from exc
 
         if response.status_code == 429:
             message, broker_code = self._describe_error(response)

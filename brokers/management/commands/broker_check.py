@@ -46,6 +46,14 @@ class Command(BaseCommand):
             self.stdout.write(f"Margin:    {funds.used_margin} {funds.currency}")
             if funds.equity is not None:
                 self.stdout.write(f"Equity:    {funds.equity} {funds.currency}")
+            if not adapter.supports("logout"):
+                # Match-Trader documents no logout: dropping the token is all a client can do.
+                adapter.session = None
+                self.stdout.write(
+                    f"Session closed ({adapter.name} has no logout; the token was dropped and "
+                    "lapses by itself)."
+                )
+                return
             try:
                 adapter.logout()
                 self.stdout.write("Session closed.")

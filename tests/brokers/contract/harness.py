@@ -25,7 +25,6 @@ class BrokerHarness:
     relogs_in_after_expiry = False
     #: False for in-process brokers that have no network to fault.
     has_network = True
-    needs_db = False
 
     def __init__(self):
         self.running: RunningSimulator | None = None

@@ -21,6 +21,10 @@ from . import all_harnesses
 
 HARNESSES = all_harnesses()
 
+# In-process brokers (paper) keep their books in the database; declaring it here makes
+# pytest-django set up the test database even when this file runs alone.
+pytestmark = pytest.mark.django_db
+
 
 @pytest.fixture(params=HARNESSES, ids=[h.code for h in HARNESSES], scope="module")
 def started_harness(request):
@@ -31,9 +35,7 @@ def started_harness(request):
 
 
 @pytest.fixture
-def harness(started_harness, request):
-    if started_harness.needs_db:
-        request.getfixturevalue("db")
+def harness(started_harness):
     started_harness.reset()
     return started_harness
 
