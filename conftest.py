@@ -93,13 +93,16 @@ def owner_client(team, member, api_client_for):
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(settings, request):
-    """Each test gets its own cache namespace, so cached rows never outlive a test's data.
+def _test_settings(settings):
+    """A fast password hasher, and a cache namespace of each test's own.
 
-    With Redis (CI's second run) several test processes share one server; a unique key prefix
-    keeps them apart without flushing anyone else's keys.
+    Cached rows never outlive a test's data. With Redis (CI's second run) several test
+    processes share one server; a unique key prefix keeps them apart without flushing anyone
+    else's keys.
     """
     import uuid
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
     cache_settings = {**settings.CACHES["default"]}
     if "LocMem" in cache_settings["BACKEND"]:

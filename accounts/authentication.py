@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.core.cache import cache
 from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 
@@ -55,3 +56,18 @@ def record_key_use(api_key: TeamAPIKey) -> None:
     # cache.add is atomic in Redis and locmem: only the first request in each window writes.
     if cache.add(f"api-key-used:{api_key.prefix}", 1, LAST_USE_RESOLUTION_SECONDS):
         TeamAPIKey.objects.filter(pk=api_key.pk).update(last_used_at=timezone.now())
+
+
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    """Describes ``Authorization: Api-Key <key>`` in the OpenAPI schema."""
+
+    target_class = ApiKeyAuthentication
+    name = "ApiKeyAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": f"`{KEYWORD} <key>`",
+        }

@@ -51,5 +51,7 @@ def console_context(request, **extra) -> dict:
         "membership": request.membership,
         "memberships": Membership.objects.filter(user=request.user).select_related("team"),
         "role": request.membership.role_enum,
+        "can_trade": request.membership.role_enum.at_least(Role.TRADER),
+        "can_manage": request.membership.role_enum.at_least(Role.ADMIN),
         **extra,
     }

@@ -205,6 +205,8 @@ ORDERS_WAIT_MAX_SECONDS = float(env("ORDERS_WAIT_MAX_SECONDS", "10"))  # cap of 
 # An order missing from the broker's book this long after it was sent never reached it.
 ORDERS_RECONCILE_GRACE_SECONDS = float(env("ORDERS_RECONCILE_GRACE_SECONDS", "30"))
 ORDERS_RECONCILE_DELAY_SECONDS = float(env("ORDERS_RECONCILE_DELAY_SECONDS", "2"))
+# A working order's status is read again this soon after the broker acknowledged it.
+ORDERS_ACK_FOLLOWUP_SECONDS = float(env("ORDERS_ACK_FOLLOWUP_SECONDS", "1"))
 ORDERS_STUCK_PENDING_SECONDS = float(env("ORDERS_STUCK_PENDING_SECONDS", "60"))
 # A PENDING order not sent within this many seconds (a long outage) expires instead of going
 # out late at a price nobody wanted any more. 0 disables.
@@ -265,6 +267,8 @@ SPECTACULAR_SETTINGS = {
         }
     },
     "SECURITY": [{"ApiKeyAuth": []}],
+    # One schema name for a choice set used by several fields (Order.status, OrderEvent.*_status).
+    "ENUM_NAME_OVERRIDES": {"OrderStatusEnum": "orders.models.OrderStatus"},
 }
 
 # Static files, i18n, auth -----------------------------------------------------------------------

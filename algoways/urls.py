@@ -14,5 +14,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include(api_patterns)),
     path("", include("brokers.urls")),
+    path("", include("orders.urls")),
     path("", include("accounts.urls")),
 ]

@@ -100,6 +100,11 @@ def broker_call(account: BrokerAccount, operation: Callable[[BrokerAdapter], T])
     adapter = adapter_for_account(account)
     try:
         return operation(adapter)
+    except NotImplementedError as exc:
+        # An operation the adapter does not offer is the caller's 400, never a 500.
+        raise errors.NotSupported(
+            f"{adapter.name or account.broker} does not support this operation."
+        ) from exc
     except errors.SessionExpired as exc:
         account_mark(account=account, state=ConnectionState.NEEDS_LOGIN, error=str(exc))
         raise
@@ -128,6 +133,9 @@ def session_store(*, account: BrokerAccount, data: SessionData) -> BrokerSession
             },
         )
         account_mark(account=account, state=ConnectionState.CONNECTED)
+        # A working session (a person's reconnect included) re-enables automatic sign-in.
+        BrokerAccount.objects.filter(pk=account.pk).update(login_failures=0, login_retry_at=None)
+        account.login_failures, account.login_retry_at = 0, None
     account.session = session
     return session
 

@@ -14,14 +14,16 @@ repeated bad logins.
 from __future__ import annotations
 
 import logging
-import random
+import math
+import time
 from datetime import datetime, timedelta
 
 from django.core.cache import cache
 from django.db.models import Q
 from django.utils import timezone
+from limits import parse_many
 
-from . import services
+from . import rate_limits, services
 from .adapters import errors
 from .models import BrokerAccount, BrokerSession, ConnectionState
 from .notifications import team_notify
@@ -32,9 +34,17 @@ MAX_AUTOMATIC_LOGIN_FAILURES = 3
 LOGIN_BACKOFF_SECONDS = 120  # 2 min, then 8, then stop
 MIN_REFRESH_LEAD = timedelta(minutes=1)
 MAX_REFRESH_LEAD = timedelta(minutes=30)
-#: Spread one sweep's renewals over this window, within each broker's login rate.
-SPREAD_WINDOW_SECONDS = 600
 EXPIRED_SESSION_RETENTION = timedelta(days=1)
+#: Limits over windows longer than this are per-account budgets (Angel's 1000 refreshes an hour
+#: per API key) that one renewal a day never nears; only shorter ones pace a sweep.
+PACING_WINDOW_SECONDS = 60
+#: The schedule spaces renewals this much wider than the login rate: timing jitter between a
+#: worker starting and its request reaching the broker must not push two requests into one
+#: window the broker counts. The shared budget in _keepalive_slot is the hard cap.
+SCHEDULE_HEADROOM = 1.1
+#: Brokers whose access token ends at a fixed time whatever we do (Fyers: midnight IST), so
+#: renewing early gains nothing: their refresh token mints the next token just after expiry.
+RENEW_AFTER_EXPIRY = frozenset({"fyers"})
 
 
 def refresh_lead(session: BrokerSession) -> timedelta:
@@ -66,9 +76,20 @@ def accounts_due(now: datetime | None = None) -> list[BrokerAccount]:
         session = getattr(account, "session", None)
         if account.login_retry_at is not None or session is None or session.expires_at is None:
             due.append(account)
-        elif session.expires_at - refresh_lead(session) <= now:
+        elif session.expires_at <= now:
+            due.append(account)
+        elif _renews_ahead(account) and session.expires_at - refresh_lead(session) <= now:
             due.append(account)
     return due
+
+
+def _renews_ahead(account: BrokerAccount) -> bool:
+    """True when something can be done before expiry: a refresh, or a fresh stored-credential
+    login. Kite (a person signs in each morning) is only due once its session has expired."""
+    adapter_class = account.adapter_class
+    if account.broker in RENEW_AFTER_EXPIRY:
+        return False
+    return adapter_class.supports("refresh_session") or adapter_class.supports("credentials_login")
 
 
 def session_keepalive(*, account: BrokerAccount, now: datetime | None = None) -> str:
@@ -77,23 +98,43 @@ def session_keepalive(*, account: BrokerAccount, now: datetime | None = None) ->
     adapter_class = account.adapter_class
     notify = account.connection_state != ConnectionState.NEEDS_LOGIN
     session = BrokerSession.objects.filter(broker_account=account).first()
+    if session is not None:
+        account.session = session  # the adapter must use the session judged here, not a stale one
     expired = session is None or (session.expires_at is not None and session.expires_at <= now)
     can_relogin = adapter_class.supports("credentials_login")
+    # An expired access token can still be renewed while its refresh token lives (Fyers' 15
+    # days, Match-Trader's day-long cookie); without one, only a new login helps.
+    can_refresh = adapter_class.supports("refresh_session") and (
+        session is not None
+        and (not expired or bool(session.refresh_token))
+        and (expired or account.broker not in RENEW_AFTER_EXPIRY)
+    )
     try:
-        if not expired and adapter_class.supports("refresh_session"):
+        if can_refresh:
             try:
+                _keepalive_slot(account)
                 services.session_refresh(account=account)
                 return _succeeded(account, "refreshed")
             except errors.SessionExpired:
                 if not can_relogin:
                     raise
+            except errors.NotSupported:
+                # Fyers without a stored PIN cannot renew by itself: a person signs in.
+                if not (can_relogin or expired):
+                    return "waiting"
         if can_relogin:
+            _keepalive_slot(account)
             services.broker_account_connect(account=account)
             return _succeeded(account, "logged_in")
         if expired:
             _needs_login(account, notify=notify)
             return "needs_login"
         return "waiting"
+    except KeepaliveDeferred:
+        # Our own pacing found no slot: nothing reached the broker, so no failure is counted;
+        # the next sweep schedules the account again.
+        cache.delete(_claim_key(account.pk))
+        return "deferred"
     except errors.SessionExpired:
         _needs_login(account, notify=notify)
         return "needs_login"
@@ -101,6 +142,38 @@ def session_keepalive(*, account: BrokerAccount, now: datetime | None = None) ->
         return _failed(account, exc, now, permanent=True)
     except errors.BrokerError as exc:
         return _failed(account, exc, now, permanent=False)
+
+
+class KeepaliveDeferred(Exception):
+    """No slot in the broker's login budget within the wait limit; try again next sweep."""
+
+
+def _keepalive_slot(account: BrokerAccount) -> None:
+    """Wait for the next free slot in the broker host's shared renewal pace (all workers, all
+    teams): one login or refresh per ``SCHEDULE_HEADROOM / keepalive_rate`` seconds.
+
+    The per-account throttle inside the adapter keeps each account within its own limits; this
+    keeps the sum of every account's renewals within the broker's login rate whatever the
+    schedule's timing jitter or overlapping sweeps do. Slots are claimed with ``cache.add``
+    (atomic in Redis), so two workers never get the same one.
+    """
+    rate = keepalive_rate(account.adapter_class)
+    if math.isinf(rate):
+        return
+    width = SCHEDULE_HEADROOM / rate
+    host = account.base_url or account.adapter_class.production_base_url
+    key = f"keepalive-slot:{account.broker}:{host}"
+    now = time.time()
+    deadline = now + rate_limits.MAX_WAIT_SECONDS
+    slot = math.ceil(now / width)
+    while slot * width <= deadline:
+        start = slot * width
+        # The key must outlive the slot's start: later callers only try slots still to come.
+        if cache.add(f"{key}:{slot}", 1, math.ceil(start - now + width) + 1):
+            time.sleep(max(0.0, start - time.time()))
+            return
+        slot += 1
+    raise KeepaliveDeferred()
 
 
 def _succeeded(account: BrokerAccount, result: str) -> str:
@@ -146,38 +219,61 @@ def _failed(account: BrokerAccount, exc: errors.BrokerError, now: datetime, *, p
 
 
 def keepalive_schedule(accounts: list[BrokerAccount]) -> list[tuple[int, float]]:
-    """(account id, delay in seconds) for each account: spread within each broker's login rate.
+    """(account id, delay in seconds) for each account: spaced at each broker's login rate.
 
     Without this, thousands of sessions issued at the same morning login would all renew in the
-    same second and trip the broker's login limit.
+    same second and trip the broker's login limit. One budget per broker host: white-label
+    platforms (DXtrade, Match-Trader) count logins per client IP at each firm's own host.
+    Delays keep growing past any window rather than bunching at its end.
     """
-    by_broker: dict[str, list[BrokerAccount]] = {}
+    by_host: dict[tuple[str, str], list[BrokerAccount]] = {}
     for account in accounts:
-        by_broker.setdefault(account.broker, []).append(account)
+        by_host.setdefault((account.broker, account.base_url), []).append(account)
     plan = []
-    for broker_accounts in by_broker.values():
-        per_second = login_rate_per_second(broker_accounts[0].adapter_class)
-        for index, account in enumerate(broker_accounts):
-            delay = index / per_second
-            plan.append((account.pk, min(delay, SPREAD_WINDOW_SECONDS) + random.uniform(0, 0.2)))
+    for host_accounts in by_host.values():
+        spacing = SCHEDULE_HEADROOM / keepalive_rate(host_accounts[0].adapter_class)
+        plan.extend((account.pk, index * spacing) for index, account in enumerate(host_accounts))
     return plan
 
 
-def login_rate_per_second(adapter_class) -> float:
-    """The tightest per-second rate among the broker's login and refresh limits (default 1/s)."""
-    from limits import parse_many
+def keepalive_rate(adapter_class) -> float:
+    """Renewals per second one broker host gets: the login rate rounded down to a whole number
+    per second (or one per whole number of seconds), so the schedule and the shared budget that
+    enforces it agree exactly (500/minute is paced at 8 a second)."""
+    rate = login_rate_per_second(adapter_class)
+    if math.isinf(rate):
+        return rate
+    return float(math.floor(rate)) if rate >= 1 else 1 / math.ceil(1 / rate)
 
+
+def login_rate_per_second(adapter_class) -> float:
+    """The tightest rate among the limits a login or refresh is throttled by.
+
+    Adapters throttle a login under "login" and a refresh under "refresh", or under "default"
+    when the broker has one budget for everything (Match-Trader, Fyers), as the throttle does.
+    A broker without limits (paper trading, in process) is not paced: infinity.
+    """
+    if not adapter_class.rate_limits:
+        return math.inf
     rates = []
     for category in ("login", "refresh"):
-        for text in adapter_class.rate_limits.get(category, ()):
+        texts = adapter_class.rate_limits.get(category) or adapter_class.rate_limits.get(
+            "default", ()
+        )
+        for text in texts:
             for item in parse_many(text):
-                rates.append(item.amount / item.get_expiry())
+                if item.get_expiry() <= PACING_WINDOW_SECONDS:
+                    rates.append(item.amount / item.get_expiry())
     return min(rates) if rates else 1.0
 
 
 def claim_keepalive(account_id: int, delay: float) -> bool:
     """True once per account per sweep window: two sweeps never schedule the same account twice."""
-    return cache.add(f"keepalive-scheduled:{account_id}", 1, int(delay) + 120)
+    return cache.add(_claim_key(account_id), 1, int(delay) + 120)
+
+
+def _claim_key(account_id: int) -> str:
+    return f"keepalive-scheduled:{account_id}"
 
 
 def expired_sessions_cleanup(now: datetime | None = None) -> int:

@@ -52,7 +52,13 @@ def account_new(request):
     return render(
         request,
         "console/account_new.html",
-        console_context(request, form=form, adapter_class=adapter_class),
+        console_context(
+            request,
+            form=form,
+            # Templates call callables: a class would be instantiated, so pass its attributes.
+            broker_code=adapter_class.code,
+            broker_name=adapter_class.name,
+        ),
     )
 
 
@@ -76,6 +82,7 @@ def account_detail(request, pk: int):
             funds=funds,
             positions=positions,
             broker_error=broker_error,
+            broker_name=account.adapter_class.name,
             oauth=account.adapter_class.auth_flow == AuthFlow.OAUTH_REDIRECT,
             totp=account.adapter_class.auth_flow == AuthFlow.CREDENTIALS_TOTP,
         ),

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import datetime
 
 from rest_framework import serializers
 
@@ -44,7 +45,7 @@ class BrokerAccountSerializer(StrictSerializerMixin, serializers.ModelSerializer
 
     credentials = serializers.DictField(
         child=serializers.CharField(allow_blank=True, max_length=4096),
-        required=False,
+        # required on create; a partial update (PATCH) may leave it out
         help_text="Credential fields of the broker (see /api/brokers/). Secret ones are "
         "write-only; on update, omitted secrets keep their stored value.",
     )
@@ -89,15 +90,10 @@ class BrokerAccountSerializer(StrictSerializerMixin, serializers.ModelSerializer
             raise serializers.ValidationError("The broker of an account cannot change.")
         return value
 
-    def validate(self, attrs):
-        if self.instance is None and "credentials" not in attrs:
-            raise serializers.ValidationError({"credentials": ["This field is required."]})
-        return attrs
-
     def get_secrets_set(self, account) -> list[str]:
         return sorted(name for name, value in account.secrets().items() if value)
 
-    def get_session_expires_at(self, account):
+    def get_session_expires_at(self, account) -> datetime | None:
         session = getattr(account, "session", None) if account.pk else None
         try:
             return session.expires_at if session else None

@@ -35,7 +35,10 @@ class BrokerViewSet(viewsets.ViewSet):
     def list(self, request):
         return Response(BrokerSerializer(registry.all_adapters(), many=True).data)
 
-    @extend_schema(responses=BrokerSerializer)
+    @extend_schema(
+        parameters=[OpenApiParameter("code", str, OpenApiParameter.PATH)],
+        responses=BrokerSerializer,
+    )
     def retrieve(self, request, code=None):
         try:
             adapter_class = registry.get(code)

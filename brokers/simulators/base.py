@@ -26,6 +26,7 @@ import random
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -139,6 +140,9 @@ class Simulator:
         with self.lock:
             self.faults = Faults(latency_ms=self.initial_latency_ms)
             self.ledger: list[dict] = []
+            #: (arrival time, method, path) of recent API requests, for counting logins and
+            #: measuring the request rate a client really produced.
+            self.requests_seen: deque[tuple[float, str, str]] = deque(maxlen=100_000)
             self.load_seed(copy.deepcopy(self.seed))
 
     def load_seed(self, seed: dict) -> None:
@@ -190,6 +194,7 @@ class Simulator:
             return self._control(request)
         faults = self.faults
         with self.lock:
+            self.requests_seen.append((time.time(), request.method, request.path))
             burst = faults.rate_limit_burst > 0
             if burst:
                 faults.rate_limit_burst -= 1

@@ -1,0 +1,89 @@
+"""Telling a waiting API request that its order left PENDING/SUBMITTING.
+
+With Redis (``REDIS_URL``) the worker publishes on a per-order channel once the change is
+committed, and the request blocks on that channel: no polling, no result backend, no database
+transaction held open. Without Redis the request polls the order row with exponential backoff
+starting at 20 ms.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import lru_cache
+
+from django.conf import settings
+
+from .models import Order, OrderStatus
+
+logger = logging.getLogger(__name__)
+
+IN_FLIGHT = frozenset({OrderStatus.PENDING, OrderStatus.SUBMITTING})
+FIRST_POLL_SECONDS = 0.02
+MAX_POLL_SECONDS = 0.5
+
+
+def channel(order_id: int) -> str:
+    return f"algoways:orders:{order_id}:settled"
+
+
+@lru_cache(maxsize=1)
+def _redis():
+    import redis
+
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=2)
+
+
+def order_settled(order_id: int) -> None:
+    """Publish that ``order_id`` has an answer; called after the change is committed."""
+    if not settings.REDIS_URL:
+        return
+    try:
+        _redis().publish(channel(order_id), "1")
+    except Exception as exc:  # noqa: BLE001 - a waiter falls back to its timeout, nothing is lost
+        logger.warning("Could not publish the settlement of order %s: %s", order_id, exc)
+
+
+def order_wait(order_id: int, timeout: float) -> Order:
+    """The order once it has left PENDING/SUBMITTING, or as it is when ``timeout`` runs out."""
+    deadline = time.monotonic() + max(timeout, 0)
+    if settings.REDIS_URL:
+        try:
+            return _wait_redis(order_id, deadline)
+        except Exception as exc:  # noqa: BLE001 - Redis down: the database still knows
+            logger.warning("Waiting on Redis for order %s failed (%s); polling", order_id, exc)
+    return _wait_polling(order_id, deadline)
+
+
+def _read(order_id: int) -> Order:
+    return Order.objects.select_related("broker_account").get(pk=order_id)
+
+
+def _wait_redis(order_id: int, deadline: float) -> Order:
+    pubsub = _redis().pubsub(ignore_subscribe_messages=True)
+    try:
+        # Subscribe before reading, so a change committed between the two is not missed.
+        pubsub.subscribe(channel(order_id))
+        order = _read(order_id)
+        while order.status in IN_FLIGHT:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            if pubsub.get_message(timeout=min(remaining, 1.0)) is not None:
+                order = _read(order_id)
+            elif remaining > 1.0:
+                order = _read(order_id)  # a once-a-second look covers a lost publish
+        return order
+    finally:
+        pubsub.close()
+
+
+def _wait_polling(order_id: int, deadline: float) -> Order:
+    delay = FIRST_POLL_SECONDS
+    while True:
+        order = _read(order_id)
+        remaining = deadline - time.monotonic()
+        if order.status not in IN_FLIGHT or remaining <= 0:
+            return order
+        time.sleep(min(delay, remaining))
+        delay = min(delay * 1.5, MAX_POLL_SECONDS)

@@ -1,0 +1,1030 @@
+"""Every change to an order goes through here: the API, the admin, schedules and tasks call these.
+
+The life of an order:
+
+1. ``order_place`` runs the pre-trade checks and writes the order PENDING (or REJECTED, with the
+   reason, when a check fails: nothing reaches the broker), then queues ``order_submit_task``
+   once the transaction commits.
+2. ``order_submit`` locks the row, moves PENDING -> SUBMITTING and commits; then, holding no
+   transaction, it calls the broker and records the answer. A broker that certainly did not
+   take the order (unreachable, 503, 429) sends it back to PENDING to be retried with backoff; an
+   answer that never came (timeout, reset after sending) makes it UNKNOWN.
+3. ``order_reconcile`` resolves SUBMITTING (a worker died mid-submit) and UNKNOWN orders by asking
+   the broker for the order by its client order id. It never sends the order again: if the
+   broker's order book still lacks it once ``ORDERS_RECONCILE_GRACE_SECONDS`` have passed since
+   it was sent, the book is taken as authoritative, and the order is REJECTED with a reason
+   saying it never reached the broker and was not resent. The client may place it again.
+4. ``order_sync`` follows working orders (fills, cancellations) from the broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from brokers import instruments
+from brokers.adapters import errors
+from brokers.adapters.base import (
+    BrokerOrder,
+    OrderAck,
+    OrderModification,
+    OrderRequest,
+    OrderType,
+    Product,
+    Side,
+    Validity,
+)
+from brokers.adapters.base import OrderStatus as BrokerStatus
+from brokers.models import BrokerAccount
+from brokers.services import broker_call
+
+from . import notify, risk
+from .models import (
+    FINAL_STATUSES,
+    INITIAL_STATUSES,
+    WORKING_STATUSES,
+    EventSource,
+    IdempotencyRecord,
+    IllegalTransition,
+    Order,
+    OrderEvent,
+    OrderGroup,
+    OrderStatus,
+    TeamTradingState,
+    check_transition,
+)
+
+logger = logging.getLogger(__name__)
+S = OrderStatus
+
+#: The broker's normalized status -> ours. The broker's PENDING means received and not yet
+#: working on the exchange: for us the broker has acknowledged it, so it is OPEN.
+STATUS_FROM_BROKER: dict[BrokerStatus, OrderStatus] = {
+    BrokerStatus.PENDING: S.OPEN,
+    BrokerStatus.OPEN: S.OPEN,
+    BrokerStatus.PARTIALLY_FILLED: S.PARTIALLY_FILLED,
+    BrokerStatus.FILLED: S.FILLED,
+    BrokerStatus.CANCELLED: S.CANCELLED,
+    BrokerStatus.REJECTED: S.REJECTED,
+    BrokerStatus.EXPIRED: S.EXPIRED,
+}
+SESSION_EXPIRED_REASON = "Broker session expired: log in again."
+
+
+def setting(name: str, default):
+    return getattr(settings, name, default)
+
+
+# Errors the API maps onto answers --------------------------------------------------------------
+
+
+class OrderConflict(Exception):
+    """The order is not in a state that allows this (409 for API clients)."""
+
+
+class DuplicateClientOrderId(OrderConflict):
+    """The client order id is already used on this account by a different order."""
+
+
+# Inputs --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OrderSpec:
+    """What a client asks for; validated by the API serializer or the caller."""
+
+    symbol: str
+    exchange: str
+    side: Side
+    quantity: Decimal
+    order_type: OrderType
+    product: Product = Product.INTRADAY
+    price: Decimal | None = None
+    trigger_price: Decimal | None = None
+    validity: Validity = Validity.DAY
+    client_order_id: str = ""
+    reference_price: Decimal | None = None
+
+    FIELDS = (
+        "symbol",
+        "exchange",
+        "side",
+        "quantity",
+        "order_type",
+        "product",
+        "price",
+        "trigger_price",
+        "validity",
+    )
+
+    def matches(self, order: Order) -> bool:
+        """True when ``order`` is this spec (a retry with the same client order id)."""
+        return all(_same(getattr(self, name), getattr(order, name)) for name in self.FIELDS)
+
+
+def _same(ours, theirs) -> bool:
+    if ours is None or theirs is None:
+        return ours is None and theirs is None
+    if isinstance(ours, Decimal) or isinstance(theirs, Decimal):
+        return Decimal(str(ours)) == Decimal(str(theirs))
+    return str(ours) == str(theirs)
+
+
+@dataclass(frozen=True)
+class PlacedBy:
+    membership: Any = None
+    api_key: Any = None
+    schedule: str = ""
+
+
+@dataclass
+class SubmitResult:
+    """What a submit or reconcile attempt left behind, and what the task should do next."""
+
+    order_id: int
+    status: str
+    #: Send again after this many seconds (the order is PENDING again).
+    retry_in: float | None = None
+    #: Ask the broker about the order after this many seconds (SUBMITTING or UNKNOWN).
+    reconcile_in: float | None = None
+    details: dict = field(default_factory=dict)
+
+    @property
+    def settled(self) -> bool:
+        return self.retry_in is None and self.reconcile_in is None
+
+
+# The state machine -----------------------------------------------------------------------------
+
+
+class OrderChanged(Exception):
+    """The order's status changed under us (another worker); re-read it and decide again."""
+
+
+def order_transition(
+    *,
+    order: Order,
+    to_status: str,
+    source: str,
+    message: str = "",
+    broker_status: str = "",
+    data: dict | None = None,
+    **fields,
+) -> OrderEvent:
+    """Apply one status change and write its event, in one transaction, or raise.
+
+    Raises IllegalTransition for a move the state machine forbids, and OrderChanged when the row
+    no longer has the status ``order`` says it has (a compare-and-set, so that a worker without
+    a lock cannot overwrite another's change). Either way nothing is written.
+    """
+    from_status = order.status
+    check_transition(from_status, to_status)
+    now = timezone.now()
+    values = {"status": to_status, "updated_at": now, **fields}
+    if broker_status:
+        values["broker_status"] = broker_status[:64]
+    with transaction.atomic():
+        updated = Order.objects.filter(pk=order.pk, status=from_status).update(**values)
+        if not updated:
+            raise OrderChanged(f"Order {order.pk} is no longer {from_status}.")
+        event = OrderEvent.objects.create(
+            order=order,
+            from_status=from_status,
+            to_status=to_status,
+            source=source,
+            broker_status=broker_status[:64],
+            message=message,
+            data=data or {},
+            created_at=now,
+        )
+        if to_status != from_status and to_status not in (S.PENDING, S.SUBMITTING):
+            transaction.on_commit(lambda: notify.order_settled(order.pk), robust=True)
+    for name, value in values.items():
+        setattr(order, name, value)
+    return event
+
+
+# Placing -------------------------------------------------------------------------------------
+
+
+def order_place(
+    *,
+    team,
+    account: BrokerAccount,
+    spec: OrderSpec,
+    placed_by: PlacedBy | None = None,
+    idempotency_key: str = "",
+    group: OrderGroup | None = None,
+    sequence: int = 0,
+    source: str = EventSource.API,
+    enqueue: bool = True,
+) -> tuple[Order, bool]:
+    """Accept an order: checks, then a PENDING row queued for submission after commit.
+
+    Returns ``(order, created)``. A retry with a client order id already used on the account for
+    the same spec returns that order (``created`` False); for another spec it raises
+    DuplicateClientOrderId. An order failing a pre-trade check (halt, risk limits, unknown
+    instrument) is stored REJECTED with the reason and never reaches the broker.
+    """
+    if account.team_id != team.pk:
+        raise ValueError("The broker account belongs to another team.")
+    adapter_class = account.adapter_class
+    placed_by = placed_by or PlacedBy()
+    client_order_id = spec.client_order_id or adapter_class.new_client_order_id()
+
+    with transaction.atomic():
+        # One placement at a time per account (PostgreSQL), so orders-per-minute counts and
+        # the client order id check see every earlier order.
+        BrokerAccount.objects.select_for_update().filter(pk=account.pk).first()
+        existing = Order.objects.filter(
+            broker_account=account, client_order_id=client_order_id
+        ).first()
+        if existing is not None:
+            return _existing_for_retry(existing, spec), False
+
+        rejection = _pre_trade_rejection(team=team, account=account, spec=spec)
+        instrument = None
+        if rejection is None:
+            try:
+                instrument = instruments.ensure_known_instrument(
+                    broker=account.broker, exchange=spec.exchange, symbol=spec.symbol
+                )
+            except errors.InvalidInstrument as exc:
+                rejection = risk.RiskVerdict("invalid_instrument", exc.message)
+
+        order = Order(
+            team=team,
+            broker_account=account,
+            group=group,
+            sequence=sequence,
+            client_order_id=client_order_id,
+            idempotency_key=idempotency_key,
+            symbol=spec.symbol,
+            exchange=spec.exchange,
+            broker_symbol=instrument.broker_symbol if instrument else "",
+            broker_token=instrument.broker_token if instrument else "",
+            side=spec.side,
+            quantity=spec.quantity,
+            order_type=spec.order_type,
+            product=spec.product,
+            price=spec.price,
+            trigger_price=spec.trigger_price,
+            validity=spec.validity,
+            reference_price=spec.reference_price,
+            status=S.REJECTED if rejection else S.PENDING,
+            rejection_reason=rejection.reason if rejection else "",
+            placed_by_membership=placed_by.membership,
+            placed_by_api_key=placed_by.api_key,
+            placed_by_schedule=placed_by.schedule,
+            enqueued_at=None if rejection else timezone.now(),
+        )
+        assert order.status in INITIAL_STATUSES
+        try:
+            with transaction.atomic():
+                order.save()
+        except IntegrityError:
+            # A concurrent request with the same client order id won (SQLite, or a race
+            # around the account lock): theirs is the order.
+            existing = Order.objects.get(broker_account=account, client_order_id=client_order_id)
+            return _existing_for_retry(existing, spec), False
+        OrderEvent.objects.create(
+            order=order,
+            from_status="",
+            to_status=order.status,
+            source=source,
+            message=rejection.reason if rejection else "Accepted.",
+            data={"code": rejection.code} if rejection else {},
+        )
+        if rejection is None and enqueue:
+            order_id = order.pk
+            transaction.on_commit(lambda: _enqueue_submit(order_id), robust=True)
+    return order, True
+
+
+def _existing_for_retry(existing: Order, spec: OrderSpec) -> Order:
+    if not spec.matches(existing):
+        raise DuplicateClientOrderId(
+            f"The client order id {existing.client_order_id!r} is already used on this "
+            "account by a different order."
+        )
+    return existing
+
+
+def _pre_trade_rejection(*, team, account, spec: OrderSpec) -> risk.RiskVerdict | None:
+    if spec.order_type not in account.adapter_class.order_types:
+        return risk.RiskVerdict(
+            "order_type_not_supported",
+            f"{account.adapter_class.name} does not take {spec.order_type} orders.",
+        )
+    return risk.risk_check(
+        team=team,
+        account=account,
+        symbol=spec.symbol,
+        exchange=spec.exchange,
+        quantity=spec.quantity,
+        price=spec.price,
+        trigger_price=spec.trigger_price,
+        reference_price=spec.reference_price,
+    )
+
+
+def _enqueue_submit(order_id: int) -> None:
+    from .tasks import order_submit_task
+
+    order_submit_task.delay(order_id)
+
+
+def order_group_place(
+    *,
+    team,
+    accounts: Iterable[BrokerAccount],
+    specs: list[OrderSpec],
+    placed_by: PlacedBy | None = None,
+    enqueue: bool = True,
+) -> OrderGroup:
+    """Place every spec on every account: one ordinary child Order each, in one transaction.
+
+    After commit the children are submitted concurrently across accounts, and in ``specs``
+    order within each account (see ``order_group_submit``).
+    """
+    placed_by = placed_by or PlacedBy()
+    accounts = sorted(accounts, key=lambda a: a.pk)  # a stable lock order
+    with transaction.atomic():
+        group = OrderGroup.objects.create(
+            team=team,
+            specs=[_spec_json(spec) for spec in specs],
+            placed_by_membership=placed_by.membership,
+            placed_by_api_key=placed_by.api_key,
+        )
+        account_ids = []
+        for account in accounts:
+            for sequence, spec in enumerate(specs):
+                order, _ = order_place(
+                    team=team,
+                    account=account,
+                    spec=spec,
+                    placed_by=placed_by,
+                    group=group,
+                    sequence=sequence,
+                    enqueue=False,
+                )
+                if order.status == S.PENDING and account.pk not in account_ids:
+                    account_ids.append(account.pk)
+        if enqueue and account_ids:
+            group_id = group.pk
+            transaction.on_commit(lambda: _enqueue_group(group_id, account_ids), robust=True)
+    return group
+
+
+def _spec_json(spec: OrderSpec) -> dict:
+    return {
+        name: (str(value) if value is not None else None)
+        for name in (*OrderSpec.FIELDS, "client_order_id", "reference_price")
+        for value in [getattr(spec, name)]
+    }
+
+
+def _enqueue_group(group_id: int, account_ids: list[int]) -> None:
+    from .tasks import order_group_submit_task
+
+    chunk = int(setting("ORDERS_FANOUT_CHUNK", 50))
+    for start in range(0, len(account_ids), chunk):
+        order_group_submit_task.delay(group_id, account_ids[start : start + chunk])
+
+
+# Submitting ------------------------------------------------------------------------------------
+
+
+def order_submit(*, order_id: int) -> SubmitResult:
+    """Send one PENDING order to its broker, exactly once; see the module docstring.
+
+    Safe to run any number of times: an order already past PENDING is reconciled (SUBMITTING,
+    UNKNOWN) or left alone (anything else), never sent again.
+    """
+    with transaction.atomic():
+        order = (
+            Order.objects.select_for_update()
+            .select_related("broker_account", "team")
+            .filter(pk=order_id)
+            .first()
+        )
+        if order is None:
+            return SubmitResult(order_id, "gone")
+        if order.status in (S.SUBMITTING, S.UNKNOWN):
+            found_in_flight = True
+        elif order.status != S.PENDING:
+            return SubmitResult(order_id, order.status)
+        else:
+            found_in_flight = False
+            last_moment = _last_moment_rejection(order)
+            if last_moment is not None:
+                to_status, reason = last_moment
+                order_transition(
+                    order=order,
+                    to_status=to_status,
+                    source=EventSource.TASK,
+                    message=reason,
+                    rejection_reason=reason,
+                )
+                return SubmitResult(order_id, order.status)
+            order_transition(
+                order=order,
+                to_status=S.SUBMITTING,
+                source=EventSource.TASK,
+                message=f"Sending to the broker (attempt {order.submit_attempts + 1}).",
+                submitted_at=timezone.now(),
+                submit_attempts=order.submit_attempts + 1,
+            )
+    if found_in_flight:
+        # A redelivered task (the worker died mid-submit) or a sweep: ask, never resend.
+        return order_reconcile(order_id=order_id)
+    return _send(order)
+
+
+def _last_moment_rejection(order: Order) -> tuple[str, str] | None:
+    """Checks repeated just before sending: a halt switched on, or an order too old to send."""
+    halted = risk.trading_halt_reason(team=order.team, account=order.broker_account)
+    if halted:
+        return S.REJECTED, halted
+    ttl = setting("ORDERS_PENDING_TTL_SECONDS", 600)
+    if ttl and order.created_at < timezone.now() - timedelta(seconds=ttl):
+        return S.EXPIRED, f"Not sent within {ttl} seconds of being placed; it was not sent."
+    return None
+
+
+def _send(order: Order) -> SubmitResult:
+    try:
+        return _send_and_record(order)
+    except OrderChanged:
+        # A reconciliation (a redelivered task, the sweeper) recorded the outcome first, from
+        # the broker's own book: that record stands.
+        order.refresh_from_db()
+        return SubmitResult(order.pk, order.status)
+
+
+def _send_and_record(order: Order) -> SubmitResult:
+    request = order_request(order)
+    try:
+        ack, details = broker_call(order.broker_account, lambda adapter: _place(adapter, request))
+    except errors.RateLimited as exc:
+        # Back off by the broker's Retry-After (capped: a countdown must stay well inside the
+        # queue's visibility timeout); without one, the usual backoff.
+        cap = float(setting("ORDERS_RETRY_MAX_SECONDS", 60.0))
+        delay = min(float(exc.retry_after), cap) if exc.retry_after is not None else None
+        return _back_to_pending(order, exc, delay if delay is not None else _backoff(order))
+    except errors.BrokerUnavailable as exc:
+        return _back_to_pending(order, exc, _backoff(order))
+    except errors.SessionExpired as exc:
+        return _reject(order, SESSION_EXPIRED_REASON, exc)
+    except (errors.OrderRejected, errors.InputError, errors.NotSupported, errors.AuthError) as exc:
+        return _reject(order, str(exc), exc)
+    except errors.NotFound as exc:
+        return _reject(order, str(exc), exc)
+    except errors.OutcomeUnknown as exc:
+        return _unknown(order, exc.message, exc)
+    except Exception as exc:  # noqa: BLE001 - an adapter bug or a garbled answer after sending
+        logger.exception("Placing order %s failed unexpectedly", order.pk)
+        return _unknown(order, f"Unexpected failure while sending: {exc}", exc)
+    filled_quantity = details.filled_quantity if details else None
+    if filled_quantity is None and ack.status == BrokerStatus.FILLED:
+        filled_quantity = order.quantity
+    _apply_broker_state(
+        order,
+        status=ack.status,
+        broker_status=ack.raw_status,
+        message=ack.message or "Acknowledged by the broker.",
+        broker_order_id=ack.broker_order_id,
+        filled_quantity=filled_quantity,
+        average_price=details.average_price if details else None,
+        source=EventSource.BROKER,
+    )
+    return SubmitResult(order.pk, order.status)
+
+
+def _place(adapter, request: OrderRequest) -> tuple[OrderAck, BrokerOrder | None]:
+    """Place, and for an order that filled at once, read its fills (best effort)."""
+    ack = adapter.place_order(request)
+    details = None
+    if ack.status in (BrokerStatus.FILLED, BrokerStatus.PARTIALLY_FILLED) and adapter.supports(
+        "order_status"
+    ):
+        try:
+            details = adapter.order_status(ack.broker_order_id)
+        except errors.BrokerError as exc:  # the order is placed: the sync reads fills later
+            logger.info("Fills of order %s unavailable: %s", request.client_order_id, exc)
+    return ack, details
+
+
+def order_request(order: Order) -> OrderRequest:
+    return OrderRequest(
+        symbol=order.symbol,
+        exchange=order.exchange,
+        side=Side(order.side),
+        quantity=order.quantity,
+        order_type=OrderType(order.order_type),
+        client_order_id=order.client_order_id,
+        product=Product(order.product),
+        price=order.price,
+        trigger_price=order.trigger_price,
+        validity=Validity(order.validity),
+        broker_symbol=order.broker_symbol,
+        broker_token=order.broker_token,
+    )
+
+
+def _backoff(order: Order) -> float:
+    """Exponential backoff with jitter from the order's own attempt count (survives restarts)."""
+    base = float(setting("ORDERS_RETRY_BASE_SECONDS", 1.0))
+    cap = float(setting("ORDERS_RETRY_MAX_SECONDS", 60.0))
+    ceiling = min(cap, base * 2 ** max(order.submit_attempts - 1, 0))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def _broker_data(exc: errors.BrokerError) -> dict:
+    return {"error": exc.code, "broker_code": exc.broker_code, "http_status": exc.http_status}
+
+
+def _back_to_pending(order: Order, exc: errors.BrokerError, delay: float) -> SubmitResult:
+    order_transition(
+        order=order,
+        to_status=S.PENDING,
+        source=EventSource.BROKER,
+        message=f"Not taken by the broker ({exc}); retrying in {delay:.1f}s.",
+        data=_broker_data(exc),
+        enqueued_at=timezone.now(),
+    )
+    return SubmitResult(order.pk, order.status, retry_in=delay)
+
+
+def _reject(order: Order, reason: str, exc: errors.BrokerError | None = None) -> SubmitResult:
+    order_transition(
+        order=order,
+        to_status=S.REJECTED,
+        source=EventSource.BROKER,
+        message=reason,
+        data=_broker_data(exc) if exc else {},
+        rejection_reason=reason,
+        broker_message=(exc.message if exc else "")[:2000],
+    )
+    return SubmitResult(order.pk, order.status)
+
+
+def _unknown(order: Order, message: str, exc: Exception) -> SubmitResult:
+    order_transition(
+        order=order,
+        to_status=S.UNKNOWN,
+        source=EventSource.BROKER,
+        message=f"{message} The order is reconciled with the broker's order book; "
+        "it is not sent again.",
+        data=_broker_data(exc) if isinstance(exc, errors.BrokerError) else {},
+    )
+    return SubmitResult(order.pk, order.status, reconcile_in=_reconcile_delay())
+
+
+def _reconcile_delay() -> float:
+    return float(setting("ORDERS_RECONCILE_DELAY_SECONDS", 2.0))
+
+
+def reconcile_grace_seconds() -> float:
+    """How long after sending an order may still be missing from the broker's book.
+
+    Never shorter than one full broker round trip: an order cannot be declared missing while
+    the request that carries it may still be on its way.
+    """
+    grace = float(setting("ORDERS_RECONCILE_GRACE_SECONDS", 30))
+    round_trip = float(settings.BROKER_CONNECT_TIMEOUT) + float(settings.BROKER_READ_TIMEOUT)
+    return max(grace, round_trip + 1)
+
+
+def order_reconcile(*, order_id: int) -> SubmitResult:
+    """Resolve a SUBMITTING or UNKNOWN order from the broker's book, by client order id."""
+    order = Order.objects.select_related("broker_account").filter(pk=order_id).first()
+    if order is None:
+        return SubmitResult(order_id, "gone")
+    if order.status not in (S.SUBMITTING, S.UNKNOWN):
+        return SubmitResult(order_id, order.status)
+    try:
+        found = broker_call(
+            order.broker_account, lambda adapter: adapter.find_order(order.client_order_id)
+        )
+    except errors.SessionExpired:
+        # Cannot look until someone logs in again; keep asking, slowly.
+        return SubmitResult(order_id, order.status, reconcile_in=60.0)
+    except (errors.BrokerError, NotImplementedError) as exc:
+        logger.info("Reconciling order %s: the broker did not answer (%s)", order_id, exc)
+        return SubmitResult(order_id, order.status, reconcile_in=_reconcile_delay() * 5)
+
+    with transaction.atomic():
+        order = Order.objects.select_for_update().filter(pk=order_id).first()
+        if order is None or order.status not in (S.SUBMITTING, S.UNKNOWN):
+            return SubmitResult(order_id, order.status if order else "gone")
+        if found is not None:
+            _apply_broker_state(
+                order,
+                status=found.status,
+                broker_status=found.raw_status,
+                message=found.message or "Found at the broker by its client order id.",
+                broker_order_id=found.broker_order_id,
+                filled_quantity=found.filled_quantity,
+                average_price=found.average_price,
+                source=EventSource.SYNC,
+            )
+            return SubmitResult(order_id, order.status)
+        sent_at = order.submitted_at or order.created_at
+        waited = (timezone.now() - sent_at).total_seconds()
+        grace = reconcile_grace_seconds()
+        if waited < grace:
+            return SubmitResult(order_id, order.status, reconcile_in=grace - waited + 0.5)
+        reason = (
+            f"Never reached the broker: not in its order book {int(waited)}s after it was sent. "
+            "It was not sent again; place it again if you still want it."
+        )
+        order_transition(
+            order=order,
+            to_status=S.REJECTED,
+            source=EventSource.SYNC,
+            message=reason,
+            rejection_reason=reason,
+        )
+        return SubmitResult(order_id, order.status)
+
+
+def _apply_broker_state(
+    order: Order,
+    *,
+    status: BrokerStatus,
+    broker_status: str,
+    message: str,
+    source: str,
+    broker_order_id: str = "",
+    filled_quantity: Decimal | None = None,
+    average_price: Decimal | None = None,
+) -> bool:
+    """Record what the broker says about ``order``; True when anything changed."""
+    target = STATUS_FROM_BROKER[BrokerStatus(status)]
+    fields: dict[str, Any] = {}
+    if filled_quantity is not None and filled_quantity != order.filled_quantity:
+        fields["filled_quantity"] = filled_quantity
+    if average_price is not None and average_price != order.average_price:
+        fields["average_price"] = average_price
+    filled = fields.get("filled_quantity", order.filled_quantity)
+    if target == S.OPEN and 0 < filled < order.quantity:
+        target = S.PARTIALLY_FILLED
+    if broker_order_id and broker_order_id != order.broker_order_id:
+        fields["broker_order_id"] = broker_order_id
+    new_broker_status = bool(broker_status) and broker_status[:64] != order.broker_status
+    if target == order.status and not fields and not new_broker_status:
+        return False
+    if target == S.REJECTED:
+        fields["rejection_reason"] = message or broker_status or "Rejected by the broker."
+    if message:
+        fields["broker_message"] = message[:2000]
+    order_transition(
+        order=order,
+        to_status=target,
+        source=source,
+        message=message,
+        broker_status=broker_status,
+        data={
+            key: str(value) if value is not None else None
+            for key, value in fields.items()
+            if key in ("filled_quantity", "average_price", "broker_order_id")
+        },
+        **fields,
+    )
+    return True
+
+
+# Groups ---------------------------------------------------------------------------------------
+
+
+def order_group_submit(*, group_id: int, account_ids: list[int]) -> dict[int, float]:
+    """Submit a group's children on ``account_ids`` concurrently, one thread per account.
+
+    The broker calls are I/O: a pool of threads keeps many accounts in flight at once, so 500
+    accounts cost about 500 / ORDERS_FANOUT_THREADS round trips of time, not 500. Within one
+    account the children go one after another in ``sequence`` order, and an account stops at
+    the first child that must wait (retry or reconcile): ``{account_id: seconds}`` says when to
+    resume it.
+    """
+    threads = int(setting("ORDERS_FANOUT_THREADS", 16))
+    from django.db import connection
+
+    if connection.vendor == "sqlite":
+        threads = 1  # SQLite has one writer at a time: threads would only fight over its lock
+    return run_concurrently(
+        account_ids,
+        lambda account_id: order_account_children_submit(group_id=group_id, account_id=account_id),
+        threads=threads,
+    )
+
+
+def run_concurrently(items: list, work: Callable, *, threads: int) -> dict:
+    """``work(item)`` for every item on a thread pool; ``{item: result}`` for non-None results.
+
+    Each thread closes its own database connection when done (Django opens one per thread).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection, connections
+
+    def run(item):
+        try:
+            return item, work(item)
+        finally:
+            connections.close_all()
+
+    # Threads have their own connections: inside a transaction they could not see its rows.
+    if threads <= 1 or len(items) <= 1 or connection.in_atomic_block:
+        results = [(item, work(item)) for item in items]
+    else:
+        with ThreadPoolExecutor(max_workers=min(threads, len(items))) as pool:
+            results = list(pool.map(run, items))
+    return {item: result for item, result in results if result is not None}
+
+
+def order_account_children_submit(*, group_id: int, account_id: int) -> float | None:
+    """Send one account's children of a group in sequence; seconds until a resume, or None."""
+    children = Order.objects.filter(
+        group_id=group_id,
+        broker_account_id=account_id,
+        status__in=[S.PENDING, S.SUBMITTING, S.UNKNOWN],
+    ).order_by("sequence", "pk")
+    for order_id in list(children.values_list("pk", flat=True)):
+        try:
+            result = order_submit(order_id=order_id)
+        except Exception:  # noqa: BLE001 - one account's failure must not stop the others
+            logger.exception("Submitting order %s of group %s failed", order_id, group_id)
+            return _reconcile_delay()
+        if not result.settled:
+            return result.retry_in if result.retry_in is not None else result.reconcile_in
+    return None
+
+
+# Cancel and modify -----------------------------------------------------------------------------
+
+
+def order_cancel(*, order: Order, source: str = EventSource.API) -> Order:
+    """Cancel: locally if it was not sent yet, at the broker if it is working there."""
+    with transaction.atomic():
+        locked = Order.objects.select_for_update().select_related("broker_account").get(pk=order.pk)
+        if locked.status == S.PENDING:
+            order_transition(
+                order=locked,
+                to_status=S.CANCELLED,
+                source=source,
+                message="Cancelled before it was sent to the broker.",
+            )
+            return locked
+    if locked.status in (S.SUBMITTING, S.UNKNOWN):
+        raise OrderConflict(
+            "The order is being sent to the broker and its outcome is not known yet; "
+            "cancel again in a few seconds."
+        )
+    if locked.status not in WORKING_STATUSES:
+        raise OrderConflict(
+            f"The order is {locked.get_status_display().lower()}: nothing to cancel."
+        )
+    ack = broker_call(
+        locked.broker_account, lambda adapter: adapter.cancel_order(locked.broker_order_id)
+    )
+    _record_ack_after_action(locked, ack, source=source, action="Cancel")
+    return locked
+
+
+def order_modify(*, order: Order, changes: dict, source: str = EventSource.API) -> Order:
+    """Change quantity, price, trigger price or type of an order that is pending or working."""
+    allowed = {"quantity", "price", "trigger_price", "order_type"}
+    unknown = set(changes) - allowed
+    if unknown:
+        raise ValueError(f"Cannot modify {sorted(unknown)}")
+    changes = {k: v for k, v in changes.items() if v is not None}
+    with transaction.atomic():
+        locked = (
+            Order.objects.select_for_update()
+            .select_related("broker_account", "team")
+            .get(pk=order.pk)
+        )
+        if locked.status not in (S.PENDING, *WORKING_STATUSES):
+            raise OrderConflict(
+                f"Only pending or working orders can be modified; this one is {locked.status}."
+            )
+        verdict = risk.risk_check(
+            team=locked.team,
+            account=locked.broker_account,
+            symbol=locked.symbol,
+            exchange=locked.exchange,
+            quantity=changes.get("quantity", locked.quantity),
+            price=changes.get("price", locked.price),
+            trigger_price=changes.get("trigger_price", locked.trigger_price),
+            reference_price=locked.reference_price,
+            count_rate=False,
+        )
+        if verdict is not None:
+            raise risk.RiskRejected(verdict)
+        if locked.status == S.PENDING:
+            # Not sent yet: change it here; the worker sends the new version.
+            order_transition(
+                order=locked,
+                to_status=S.PENDING,
+                source=source,
+                message=_describe_changes(locked, changes),
+                data={k: str(v) for k, v in changes.items()},
+                **changes,
+            )
+            return locked
+    modification = OrderModification(
+        quantity=changes.get("quantity"),
+        price=changes.get("price"),
+        trigger_price=changes.get("trigger_price"),
+        order_type=OrderType(changes["order_type"]) if "order_type" in changes else None,
+    )
+    broker_call(
+        locked.broker_account,
+        lambda adapter: adapter.modify_order(locked.broker_order_id, modification),
+    )
+    order_transition(
+        order=locked,
+        to_status=locked.status,
+        source=source,
+        message=_describe_changes(locked, changes),
+        data={k: str(v) for k, v in changes.items()},
+        **changes,
+    )
+    return locked
+
+
+def _describe_changes(order: Order, changes: dict) -> str:
+    parts = [f"{name} {getattr(order, name)} -> {value}" for name, value in changes.items()]
+    return "Modified: " + ", ".join(parts) + "."
+
+
+def _record_ack_after_action(order: Order, ack: OrderAck, *, source: str, action: str) -> None:
+    try:
+        changed = _apply_broker_state(
+            order,
+            status=ack.status,
+            broker_status=ack.raw_status,
+            message=ack.message or f"{action} accepted by the broker.",
+            source=source,
+        )
+    except (IllegalTransition, OrderChanged):
+        changed = False
+    if not changed and order.status in WORKING_STATUSES:
+        order_transition(
+            order=order,
+            to_status=order.status,
+            source=source,
+            message=f"{action} requested at the broker; the status sync records the outcome.",
+            broker_status=ack.raw_status,
+        )
+
+
+# Sync, sweep, housekeeping -------------------------------------------------------------------
+
+
+def order_sync(*, account: BrokerAccount) -> int:
+    """Pull the broker's status of ``account``'s working orders and apply it; returns changes.
+
+    One order-book request when the broker has one (within its rate limits), else one status
+    request per order.
+    """
+    orders = list(Order.objects.filter(broker_account=account).open().order_by("pk"))
+    if not orders:
+        return 0
+    adapter_class = account.adapter_class
+
+    def fetch(adapter) -> dict[int, BrokerOrder]:
+        found: dict[int, BrokerOrder] = {}
+        if adapter_class.supports("order_book"):
+            book = adapter.order_book()
+            by_broker_id = {row.broker_order_id: row for row in book}
+            by_client_id = {row.client_order_id: row for row in book if row.client_order_id}
+            for order in orders:
+                row = by_broker_id.get(order.broker_order_id) or by_client_id.get(
+                    order.client_order_id
+                )
+                if row is not None:
+                    found[order.pk] = row
+        else:
+            for order in orders:
+                try:
+                    found[order.pk] = adapter.order_status(order.broker_order_id)
+                except errors.NotFound:
+                    continue
+        return found
+
+    found = broker_call(account, fetch)
+    changed = 0
+    for order in orders:
+        row = found.get(order.pk)
+        if row is None:
+            continue
+        try:
+            changed += _apply_broker_state(
+                order,
+                status=row.status,
+                broker_status=row.raw_status,
+                message=row.message,
+                filled_quantity=row.filled_quantity,
+                average_price=row.average_price,
+                source=EventSource.SYNC,
+            )
+        except (IllegalTransition, OrderChanged) as exc:
+            # A stale answer (the order moved on meanwhile): the next sync sees the truth.
+            logger.info("Sync of order %s skipped: %s", order.pk, exc)
+    return changed
+
+
+def accounts_with_open_orders() -> list[int]:
+    return list(
+        Order.objects.open().order_by().values_list("broker_account_id", flat=True).distinct()
+    )
+
+
+@dataclass
+class SweepPlan:
+    submit: list[int] = field(default_factory=list)  # PENDING orders to queue again
+    groups: list[tuple[int, int]] = field(default_factory=list)  # (group, account) to resume
+    reconcile: list[int] = field(default_factory=list)
+    expired: list[int] = field(default_factory=list)
+
+
+def orders_sweep() -> SweepPlan:
+    """Find stuck orders: PENDING ones whose message was lost or that wait out an outage,
+    SUBMITTING ones whose worker died, UNKNOWN ones. Marks them queued and says what to queue.
+    """
+    stuck_after = timedelta(seconds=float(setting("ORDERS_STUCK_PENDING_SECONDS", 60)))
+    grace = timedelta(seconds=reconcile_grace_seconds())
+    now = timezone.now()
+    plan = SweepPlan()
+    candidates = (
+        Order.objects.stuck(pending_for=stuck_after, submitting_for=grace)
+        # Not queued recently: its message may still be waiting in a busy queue.
+        .exclude(enqueued_at__gt=now - stuck_after)
+        .order_by("pk")
+        .values_list("pk", "status", "group_id", "broker_account_id")[:1000]
+    )
+    for order_id, status, group_id, account_id in candidates:
+        if status == S.PENDING:
+            if group_id and (group_id, account_id) not in plan.groups:
+                plan.groups.append((group_id, account_id))
+            elif not group_id:
+                plan.submit.append(order_id)
+        else:
+            plan.reconcile.append(order_id)
+    touched = plan.submit + plan.reconcile
+    touched += [
+        pk
+        for pk in Order.objects.filter(
+            status=S.PENDING, group_id__in=[g for g, _ in plan.groups]
+        ).values_list("pk", flat=True)
+    ]
+    Order.objects.filter(pk__in=touched).update(enqueued_at=now)
+    return plan
+
+
+def idempotency_records_cleanup() -> int:
+    """Forget idempotency keys older than IDEMPOTENCY_KEY_TTL_HOURS (at least 24 hours)."""
+    hours = max(24, int(setting("IDEMPOTENCY_KEY_TTL_HOURS", 24)))
+    deleted, _ = IdempotencyRecord.objects.filter(
+        created_at__lt=timezone.now() - timedelta(hours=hours)
+    ).delete()
+    return deleted
+
+
+# Kill switch -----------------------------------------------------------------------------------
+
+
+def trading_halt_set(
+    *, team, halted: bool, account: BrokerAccount | None = None, reason=""
+) -> None:
+    """Switch the kill switch of one account, or of the whole team, on or off.
+
+    Orders already queued are checked again just before sending, so a halt stops them too.
+    """
+    if account is not None:
+        if account.team_id != team.pk:
+            raise ValueError("The broker account belongs to another team.")
+        BrokerAccount.objects.filter(pk=account.pk).update(
+            trading_halted=halted, updated_at=timezone.now()
+        )
+        account.trading_halted = halted
+        return
+    TeamTradingState.objects.update_or_create(
+        team=team,
+        defaults={"trading_halted": halted, "halt_reason": reason[:200] if halted else ""},
+    )
+
+
+def order_is_final(order: Order) -> bool:
+    return order.status in FINAL_STATUSES

@@ -1,0 +1,142 @@
+"""Order groups: one spec (or a basket) copied across many accounts, each child an Order."""
+
+import threading
+import time
+from decimal import Decimal
+
+import pytest
+
+from accounts.models import Role
+from orders import services
+from orders.models import Order, OrderGroup, OrderStatus
+
+from .conftest import paper_orders, spec
+
+
+@pytest.fixture
+def trader(team, member, api_client_for):
+    return api_client_for(member(team, Role.TRADER))
+
+
+def test_group_places_one_child_per_account_and_shows_each_result(
+    trader, team, paper_account_factory, django_capture_on_commit_callbacks
+):
+    accounts = [paper_account_factory(f"Acc {i}") for i in range(3)]
+    services.trading_halt_set(team=team, account=accounts[2], halted=True)
+    body = {
+        "accounts": [a.pk for a in accounts],
+        "order": {
+            "symbol": "INFY",
+            "exchange": "NSE",
+            "side": "BUY",
+            "quantity": "2",
+            "order_type": "MARKET",
+        },
+    }
+    with django_capture_on_commit_callbacks(execute=True):
+        response = trader.post("/api/order-groups/", body, format="json", HTTP_IDEMPOTENCY_KEY="g1")
+    assert response.status_code == 202, response.data
+    results = {row["account"]: row["orders"] for row in response.data["results"]}
+    assert set(results) == {a.pk for a in accounts}
+    assert results[accounts[2].pk][0]["status"] == "rejected"
+    assert "halted" in results[accounts[2].pk][0]["rejection_reason"]
+
+    group = OrderGroup.objects.get(pk=response.data["id"])
+    detail = trader.get(f"/api/order-groups/{group.pk}/").data
+    assert detail["summary"] == {"filled": 2, "rejected": 1}
+    for account in accounts[:2]:
+        [at_broker] = paper_orders(account)
+        assert at_broker.quantity == Decimal(2)
+    assert paper_orders(accounts[2]) == []
+
+    replay = trader.post("/api/order-groups/", body, format="json", HTTP_IDEMPOTENCY_KEY="g1")
+    assert replay.data["id"] == group.pk
+    assert Order.objects.count() == 3
+
+
+def test_basket_keeps_each_accounts_orders_in_sequence(team, paper_account_factory):
+    accounts = [paper_account_factory(f"Acc {i}") for i in range(2)]
+    basket = [spec(quantity=Decimal(q)) for q in (1, 2, 3)]
+    group = services.order_group_place(team=team, accounts=accounts, specs=basket, enqueue=False)
+    services.order_group_submit(group_id=group.pk, account_ids=[a.pk for a in accounts])
+    for account in accounts:
+        sent = paper_orders(account)
+        assert [o.quantity for o in sent] == [Decimal(1), Decimal(2), Decimal(3)]
+        children = Order.objects.filter(group=group, broker_account=account).order_by("sequence")
+        assert [c.client_order_id for c in children] == [o.client_order_id for o in sent]
+
+
+def test_an_account_stops_at_its_first_child_that_must_wait(team, dxtrade_account, dxtrade):
+    basket = [dxtrade.spec(quantity=Decimal(q)) for q in (1, 2)]
+    group = services.order_group_place(
+        team=team, accounts=[dxtrade_account], specs=basket, enqueue=False
+    )
+    dxtrade.faults(error_rate=1.0, error_status=503)
+    resume = services.order_group_submit(group_id=group.pk, account_ids=[dxtrade_account.pk])
+    assert dxtrade_account.pk in resume
+    statuses = list(
+        Order.objects.filter(group=group).order_by("sequence").values_list("status", flat=True)
+    )
+    assert statuses == ["pending", "pending"]
+    assert Order.objects.get(group=group, sequence=1).submit_attempts == 0  # never tried early
+    dxtrade.faults(error_rate=0.0)
+    assert services.order_group_submit(group_id=group.pk, account_ids=[dxtrade_account.pk]) == {}
+    assert [row["quantity"] for row in dxtrade.ledger()] == ["1", "2"]
+
+
+def test_group_spec_errors_are_400_per_account(trader, paper_account):
+    body = {
+        "accounts": [paper_account.pk],
+        "orders": [
+            {
+                "symbol": "INFY",
+                "exchange": "NSE",
+                "side": "BUY",
+                "quantity": "1",
+                "order_type": "MARKET",
+                "client_order_id": "x" * 30,
+            }
+        ],
+    }
+    response = trader.post("/api/order-groups/", body, format="json")
+    assert response.status_code == 400
+    assert "client_order_id" in response.data["error"]["fields"]
+    both = {"accounts": [paper_account.pk], "order": body["orders"][0], "orders": body["orders"]}
+    assert trader.post("/api/order-groups/", both, format="json").status_code == 400
+    assert Order.objects.count() == 0
+
+
+def test_fan_out_runs_accounts_concurrently_not_one_after_another():
+    """The thread pool: 20 accounts whose broker takes 0.2s each finish in far less than 4s."""
+    in_flight, peak, lock = [0], [0], threading.Lock()
+
+    def slow_broker_call(account_id):
+        with lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+        time.sleep(0.2)
+        with lock:
+            in_flight[0] -= 1
+        return None
+
+    started = time.monotonic()
+    services.run_concurrently(list(range(20)), slow_broker_call, threads=10)
+    assert time.monotonic() - started < 1.5
+    assert peak[0] > 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_fan_out_over_many_accounts_on_postgres_sends_each_once(
+    team, paper_account_factory, settings
+):
+    settings.ORDERS_FANOUT_THREADS = 8
+    accounts = [paper_account_factory(f"Acc {i}") for i in range(24)]
+    group = services.order_group_place(
+        team=team, accounts=accounts, specs=[spec(quantity=Decimal(1))], enqueue=False
+    )
+    resume = services.order_group_submit(group_id=group.pk, account_ids=[a.pk for a in accounts])
+    assert resume == {}
+    assert Order.objects.filter(group=group, status=OrderStatus.FILLED).count() == 24
+    for account in accounts:
+        assert len(paper_orders(account)) == 1
