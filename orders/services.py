@@ -411,8 +411,11 @@ def order_submit(*, order_id: int) -> SubmitResult:
     UNKNOWN) or left alone (anything else), never sent again.
     """
     with transaction.atomic():
+        # of=("self",): lock the order row only. A plain FOR UPDATE with select_related also
+        # locks the account and team rows, and deadlocks with order_place, which holds the
+        # account row and needs a key-share lock on the team row to insert an order.
         order = (
-            Order.objects.select_for_update()
+            Order.objects.select_for_update(of=("self",))
             .select_related("broker_account", "team")
             .filter(pk=order_id)
             .first()
@@ -776,7 +779,11 @@ def order_account_children_submit(*, group_id: int, account_id: int) -> float | 
 def order_cancel(*, order: Order, source: str = EventSource.API) -> Order:
     """Cancel: locally if it was not sent yet, at the broker if it is working there."""
     with transaction.atomic():
-        locked = Order.objects.select_for_update().select_related("broker_account").get(pk=order.pk)
+        locked = (
+            Order.objects.select_for_update(of=("self",))
+            .select_related("broker_account")
+            .get(pk=order.pk)
+        )
         if locked.status == S.PENDING:
             order_transition(
                 order=locked,
@@ -809,8 +816,10 @@ def order_modify(*, order: Order, changes: dict, source: str = EventSource.API) 
         raise ValueError(f"Cannot modify {sorted(unknown)}")
     changes = {k: v for k, v in changes.items() if v is not None}
     with transaction.atomic():
+        # The account first, as order_place takes it: risk limits see one change at a time.
+        BrokerAccount.objects.select_for_update().filter(pk=order.broker_account_id).first()
         locked = (
-            Order.objects.select_for_update()
+            Order.objects.select_for_update(of=("self",))
             .select_related("broker_account", "team")
             .get(pk=order.pk)
         )
