@@ -38,7 +38,7 @@ import base64
 import json
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -48,6 +48,7 @@ import requests
 
 from . import errors
 from .base import (
+    IST,
     AuthFlow,
     BrokerAdapter,
     BrokerOrder,
@@ -71,7 +72,6 @@ from .base import (
     to_decimal,
 )
 
-IST = timezone(timedelta(hours=5, minutes=30))
 AUTH = "/rest/auth/angelbroking"
 SECURE = "/rest/secure/angelbroking"
 SCRIP_MASTER_PATH = "/OpenAPI_File/files/OpenAPIScripMaster.json"

@@ -15,7 +15,7 @@ import enum
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar
 
@@ -23,6 +23,9 @@ import requests
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from . import errors
+
+#: India Standard Time: Indian brokers' sessions and exchange hours are set in it.
+IST = timezone(timedelta(hours=5, minutes=30), "IST")
 
 # --- Standard vocabulary ---------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import hashlib
 import io
 import json
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
@@ -20,6 +20,7 @@ import requests
 
 from . import errors
 from .base import (
+    IST,
     AuthFlow,
     BrokerAdapter,
     BrokerOrder,
@@ -42,8 +43,6 @@ from .base import (
     decimal_or_zero,
     to_decimal,
 )
-
-IST = timezone(timedelta(hours=5, minutes=30))
 
 #: Fyers says a refresh token is valid for 15 days (and that refresh tokens are being
 #: discontinued, "from 1st April" in the 2026 docs; until then we use them).

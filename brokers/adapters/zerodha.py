@@ -17,7 +17,7 @@ import csv
 import hashlib
 import io
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
@@ -26,6 +26,7 @@ import requests
 
 from . import errors
 from .base import (
+    IST,
     AuthFlow,
     BrokerAdapter,
     BrokerOrder,
@@ -50,7 +51,6 @@ from .base import (
 )
 
 # IST has no daylight saving, so a fixed offset is exact and needs no tz database.
-IST = timezone(timedelta(hours=5, minutes=30), "IST")
 KITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 #: Kite access tokens die at this time (IST) on the morning after login.
 SESSION_ENDS_AT_IST = (6, 0)

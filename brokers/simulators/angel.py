@@ -41,14 +41,13 @@ import secrets
 import struct
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from . import engine
-from .base import Request, Response, Simulator, route
+from .base import IST, Request, Response, Simulator, route
 
-IST = timezone(timedelta(hours=5, minutes=30))
 SECURE = "/rest/secure/angelbroking"
 AUTH = "/rest/auth/angelbroking"
 

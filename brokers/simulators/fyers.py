@@ -35,14 +35,13 @@ import itertools
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from urllib.parse import urlencode
 
 from . import engine
-from .base import Request, Response, Simulator, route
+from .base import IST, Request, Response, Simulator, route
 
-IST = timezone(timedelta(hours=5, minutes=30))
 REFRESH_TOKEN_LIFETIME = timedelta(days=15)
 AUTH_CODE_LIFETIME = timedelta(minutes=10)
 

@@ -27,15 +27,14 @@ import itertools
 import secrets
 import struct
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from . import engine
-from .base import Request, Response, Simulator, route
+from .base import IST, Request, Response, Simulator, route
 
-IST = timezone(timedelta(hours=5, minutes=30), "IST")
 KITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 #: Kite rejects order tags longer than this.
 TAG_MAX_LENGTH = 20
