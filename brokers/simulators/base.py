@@ -29,10 +29,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta, timezone
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+#: India Standard Time (Kite, Angel and Fyers run their sessions and markets in it).
+IST = timezone(timedelta(hours=5, minutes=30), "IST")
 
 
 class DropConnection(Exception):
