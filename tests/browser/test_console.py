@@ -13,7 +13,6 @@ import copy
 import time
 
 import pytest
-from django.core.cache import cache
 
 from accounts.models import Role
 from algoways.celery import app as celery_app
@@ -52,10 +51,8 @@ def console_setup(settings, live_server):
     celery_app.conf.task_always_eager = True
     celery_app.conf.task_eager_propagates = True
     _limiter.cache_clear()
-    cache.clear()
     yield
     celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = previous
-    cache.clear()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from decimal import Decimal
 
 import pytest
 import requests
-from django.core.cache import cache
 from django.db import connection
 
 from algoways.celery import app as celery_app
@@ -39,13 +38,12 @@ def eager_celery():
 
 
 @pytest.fixture(autouse=True)
-def _fresh_caches():
-    """Rate-limit windows and cached instrument lookups do not leak from one test to the next."""
+def _fresh_limiter():
+    """A rate limiter built for this test's settings (the root conftest gives each test its own
+    cache namespace; never ``cache.clear()``: on Redis that flushes other test processes' keys)."""
     _limiter.cache_clear()
-    cache.clear()
     yield
     _limiter.cache_clear()
-    cache.clear()
 
 
 @pytest.fixture
