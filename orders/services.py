@@ -762,7 +762,12 @@ def order_account_children_submit(*, group_id: int, account_id: int) -> float | 
         broker_account_id=account_id,
         status__in=[S.PENDING, S.SUBMITTING, S.UNKNOWN],
     ).order_by("sequence", "pk")
-    for order_id in list(children.values_list("pk", flat=True)):
+    try:
+        order_ids = list(children.values_list("pk", flat=True))
+    except Exception:  # noqa: BLE001 - e.g. no database connection free: resume this account later
+        logger.exception("Reading group %s's children on account %s failed", group_id, account_id)
+        return _reconcile_delay()
+    for order_id in order_ids:
         try:
             result = order_submit(order_id=order_id)
         except Exception:  # noqa: BLE001 - one account's failure must not stop the others

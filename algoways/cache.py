@@ -1,0 +1,79 @@
+"""A Redis cache that degrades to a miss when Redis is down, instead of failing the request.
+
+The shared cache holds conveniences (throttle counters, API-key last use, cached instrument
+lookups, "sync soon" markers); none of them may stop an order from being accepted while Redis is
+unreachable. Reads answer the default, writes answer False (nothing stored), each failure is
+logged. Callers that need a guarantee (the OAuth state's single use) treat False as "refused".
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.core.cache.backends.base import DEFAULT_TIMEOUT
+from django.core.cache.backends.redis import RedisCache
+from redis.exceptions import RedisError
+
+logger = logging.getLogger(__name__)
+
+
+class ResilientRedisCache(RedisCache):
+    """RedisCache whose operations survive a Redis outage."""
+
+    def _degraded(self, operation: str, exc: Exception, fallback):
+        logger.warning("Cache unavailable (%s: %s); carrying on without it", operation, exc)
+        return fallback
+
+    def add(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
+        try:
+            return super().add(key, value, timeout, version=version)
+        except RedisError as exc:
+            return self._degraded("add", exc, False)
+
+    def get(self, key, default=None, version=None):
+        try:
+            return super().get(key, default, version=version)
+        except RedisError as exc:
+            return self._degraded("get", exc, default)
+
+    def set(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
+        try:
+            return super().set(key, value, timeout, version=version)
+        except RedisError as exc:
+            return self._degraded("set", exc, False)
+
+    def delete(self, key, version=None):
+        try:
+            return super().delete(key, version=version)
+        except RedisError as exc:
+            return self._degraded("delete", exc, False)
+
+    def get_many(self, keys, version=None):
+        try:
+            return super().get_many(keys, version=version)
+        except RedisError as exc:
+            return self._degraded("get_many", exc, {})
+
+    def set_many(self, data, timeout=DEFAULT_TIMEOUT, version=None):
+        try:
+            return super().set_many(data, timeout, version=version)
+        except RedisError as exc:
+            return self._degraded("set_many", exc, list(data))
+
+    def delete_many(self, keys, version=None):
+        try:
+            return super().delete_many(keys, version=version)
+        except RedisError as exc:
+            return self._degraded("delete_many", exc, None)
+
+    def incr(self, key, delta=1, version=None):
+        try:
+            return super().incr(key, delta, version=version)
+        except RedisError as exc:
+            return self._degraded("incr", exc, delta)
+
+    def has_key(self, key, version=None):
+        try:
+            return super().has_key(key, version=version)
+        except RedisError as exc:
+            return self._degraded("has_key", exc, False)

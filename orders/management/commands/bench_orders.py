@@ -1,0 +1,632 @@
+"""Benchmark the order pipeline as it runs in production: gunicorn, a Celery worker, Redis, PG.
+
+    DATABASE_URL=postgres://... REDIS_URL=redis://.../9 CELERY_BROKER_URL=redis://.../10 \\
+        python manage.py bench_orders --orders 300 --latency-ms 20 --fanout 100,500 --clients 8
+
+Starts the Match-Trader simulator in this process (a broker over loopback HTTP, credential
+login, configurable latency), a throwaway team with broker accounts and an API key, the web
+server (gunicorn, gthread, as in the Procfile) and a Celery worker as subprocesses, then measures:
+
+1. API accept latency (POST /api/orders/ -> 202) with one client and with ``--clients`` clients
+   on keep-alive connections, and the accepted orders per second;
+2. end-to-end latency (POST to the broker's acknowledgement recorded in the database) of orders
+   sent one after another, beside the same orders sent as direct adapter calls in the same run:
+   the ratio is the platform's overhead;
+3. fan-out: one POST /api/order-groups/ to 100 and 500 accounts at ``--fanout-latency-ms``, time
+   until every child is acknowledged, against one order's end-to-end time at that latency;
+4. peak memory (VmHWM) of every web and worker process.
+
+It prints the numbers and asserts nothing. Everything it created is deleted at the end.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from pathlib import Path
+
+import requests
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connection, connections
+
+from accounts import services as account_services
+from accounts.models import Membership, User
+from brokers.adapters.base import OrderRequest, OrderType, Side
+from brokers.models import BrokerAccount
+from brokers.services import broker_account_connect, broker_account_create
+from brokers.simulators.base import RunningSimulator
+from brokers.simulators.matchtrade import MatchTraderSimulator
+from orders.models import EventSource, Order, OrderEvent, OrderGroup, OrderStatus
+
+S = OrderStatus
+UNANSWERED = (S.PENDING, S.SUBMITTING, S.UNKNOWN)
+ACK_STATUSES = (S.OPEN, S.PARTIALLY_FILLED, S.FILLED)
+#: Orders of the latency phases go round-robin over this many accounts, so no account comes
+#: near Match-Trader's 500 requests a minute and no broker rate limit shapes the numbers.
+POOL_ACCOUNTS = 20
+SYMBOL, EXCHANGE, QUANTITY = "XAUUSD", "MTR", "0.01"
+BIN = Path(sys.executable).parent
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile; 0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(pct / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and its descendants, from /proc."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rpartition(")")[2].split()[1])
+    tree, frontier = [root], [root]
+    while frontier:
+        children = [pid for pid, ppid in parents.items() if ppid in frontier]
+        tree += children
+        frontier = children
+    return tree
+
+
+def peak_rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class Subprocess:
+    """A child process in its own session, its output in a temporary log file."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str]):
+        self.name = name
+        handle, path = tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".log")
+        self.log_path = Path(path)
+        self.process = subprocess.Popen(
+            argv,
+            cwd=settings.BASE_DIR,
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        os.close(handle)
+
+    def check(self) -> None:
+        if self.process.poll() is not None:
+            raise CommandError(f"The {self.name} exited early:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def peak_rss(self) -> list[float]:
+        return [peak_rss_mib(pid) for pid in process_tree(self.process.pid)]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(5)
+        self.log_path.unlink(missing_ok=True)
+
+
+class Command(BaseCommand):
+    help = "Benchmark order accept, end-to-end latency, fan-out and memory (PostgreSQL + Redis)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--orders", type=int, default=300, help="orders for the accept test")
+        parser.add_argument("--clients", type=int, default=8, help="concurrent HTTP clients")
+        parser.add_argument("--latency-ms", type=int, default=20, help="broker latency")
+        parser.add_argument("--e2e-orders", type=int, default=100, help="orders sent one by one")
+        parser.add_argument("--fanout", default="100,500", help="account counts for fan-out")
+        parser.add_argument("--fanout-latency-ms", type=int, default=50)
+        parser.add_argument("--web-workers", type=int, default=2)
+        parser.add_argument("--web-threads", type=int, default=4)
+        parser.add_argument("--worker-pool", default="prefork", help="prefork, threads, solo")
+        parser.add_argument("--worker-concurrency", type=int, default=2)
+        parser.add_argument(
+            "--fanout-threads",
+            type=int,
+            default=None,
+            help="ORDERS_FANOUT_THREADS for the worker (default: the settings value)",
+        )
+
+    # Setup ---------------------------------------------------------------------------------
+
+    def handle(self, *args, **options):
+        self.check_environment()
+        self.options = options
+        fanouts = [int(n) for n in options["fanout"].split(",") if n.strip()]
+        account_count = max([POOL_ACCOUNTS, *fanouts])
+        self.simulator = MatchTraderSimulator(self.seed(account_count))
+        self.running = RunningSimulator(self.simulator)
+        self.processes: list[Subprocess] = []
+        self.team = self.user = None
+        started = time.monotonic()
+        try:
+            self.write(f"Setting up {account_count} Match-Trader accounts...")
+            self.create_team(account_count)
+            self.start_processes()
+            self.set_latency(options["latency_ms"])
+            results = {"accept": self.bench_accept()}
+            results["e2e"] = self.bench_end_to_end()
+            if fanouts:
+                self.set_latency(options["fanout_latency_ms"])
+                results["fanout"] = self.bench_fanout(fanouts)
+            results["memory"] = self.memory()
+            self.report(results, time.monotonic() - started)
+        except BaseException:
+            for process in self.processes:
+                self.stderr.write(f"--- {process.name} output ---\n{process.log()}")
+            raise
+        finally:
+            for process in self.processes:
+                process.stop()
+            self.cleanup()
+            self.running.stop()
+
+    def check_environment(self) -> None:
+        problems = []
+        if connection.vendor != "postgresql":
+            problems.append("DATABASE_URL must point at PostgreSQL (postgres://...)")
+        if not settings.REDIS_URL:
+            problems.append("REDIS_URL must point at Redis (redis://host:6379/9)")
+        if not str(settings.CELERY_BROKER_URL).startswith(("redis://", "rediss://")):
+            problems.append("CELERY_BROKER_URL must point at Redis (redis://host:6379/10)")
+        if problems:
+            raise CommandError(
+                "bench_orders measures the production setup: " + "; ".join(problems) + "."
+            )
+
+    def write(self, text: str) -> None:
+        self.stdout.write(text)
+        self.stdout.flush()
+
+    @staticmethod
+    def seed(count: int) -> dict:
+        """One user per account, each with a balance no benchmark can exhaust."""
+        seed = copy.deepcopy(MatchTraderSimulator.default_seed)
+        template = seed["users"][0]["accounts"][0]
+        seed["users"] = [
+            {
+                "email": f"bench{index}@example.com",
+                "password": "Bench-Pass-1",
+                "accounts": [
+                    {
+                        **template,
+                        "tradingAccountId": str(900000 + index),
+                        "uuid": str(uuid.UUID(int=index + 1)),
+                        "tradingApiToken": f"tat-bench-{index}",
+                        "balance": "1000000000",
+                    }
+                ],
+            }
+            for index in range(count)
+        ]
+        return seed
+
+    def create_team(self, count: int) -> None:
+        suffix = uuid.uuid4().hex[:10]
+        self.user = User.objects.create_user(username=f"bench-{suffix}", password=None)
+        self.team = account_services.team_create(
+            name=f"Order bench {suffix}", owner=self.user, slug=f"bench-{suffix}"
+        )
+        membership = Membership.objects.get(user=self.user, team=self.team)
+        _, self.api_key = account_services.api_key_create(membership=membership, name="bench")
+        url = self.running.url
+
+        def create(index: int) -> int:
+            try:
+                account = broker_account_create(
+                    team=self.team,
+                    broker="matchtrade",
+                    label=f"Bench {index:04d}",
+                    credentials={
+                        "email": f"bench{index}@example.com",
+                        "password": "Bench-Pass-1",
+                        "broker_id": "0",
+                        "trading_account_id": str(900000 + index),
+                    },
+                    base_url=url,
+                )
+                broker_account_connect(account=account)
+                return account.pk
+            finally:
+                connections.close_all()
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            self.account_ids = list(pool.map(create, range(count)))
+        self.pool_accounts = list(
+            BrokerAccount.objects.filter(pk__in=self.account_ids[:POOL_ACCOUNTS])
+            .select_related("session")
+            .order_by("pk")
+        )
+
+    def child_env(self) -> dict[str, str]:
+        env = {
+            **os.environ,
+            # Production mode: no DEBUG query log; the same keys, so credentials decrypt.
+            "DEBUG": "0",
+            "SECRET_KEY": settings.SECRET_KEY,
+            "FERNET_KEYS": ",".join(settings.FERNET_KEYS),
+            "LOG_LEVEL": "WARNING",
+        }
+        if self.options["fanout_threads"]:
+            env["ORDERS_FANOUT_THREADS"] = str(self.options["fanout_threads"])
+        return env
+
+    def start_processes(self) -> None:
+        env = self.child_env()
+        port = free_port()
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.web = Subprocess(
+            "web",
+            [
+                str(BIN / "gunicorn"),
+                "algoways.wsgi",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(self.options["web_workers"]),
+                "--threads",
+                str(self.options["web_threads"]),
+                "--worker-class",
+                "gthread",
+            ],
+            env,
+        )
+        self.processes.append(self.web)
+        self.worker_name = f"bench-{uuid.uuid4().hex[:8]}@%h"
+        self.worker = Subprocess(
+            "worker",
+            [
+                str(BIN / "celery"),
+                "-A",
+                "algoways",
+                "worker",
+                "-Q",
+                "orders,housekeeping",
+                "--pool",
+                self.options["worker_pool"],
+                "-c",
+                str(self.options["worker_concurrency"]),
+                "-n",
+                self.worker_name,
+                "-l",
+                "WARNING",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            env,
+        )
+        self.processes.append(self.worker)
+        self.wait_for_web()
+        self.wait_for_worker()
+
+    def wait_for_web(self) -> None:
+        session = self.session()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            self.web.check()
+            try:
+                if session.get(f"{self.base_url}/api/orders/", timeout=10).status_code == 200:
+                    return
+            except requests.RequestException:  # not listening yet, or still booting
+                pass
+            time.sleep(0.2)
+        raise CommandError(f"The web server did not answer in 30s:\n{self.web.log()}")
+
+    def wait_for_worker(self) -> None:
+        from algoways.celery import app
+
+        hostname = self.worker_name.replace("%h", socket.gethostname())
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            self.worker.check()
+            if app.control.ping(destination=[hostname], timeout=0.5):
+                return
+        raise CommandError(f"The Celery worker did not answer in 60s:\n{self.worker.log()}")
+
+    def session(self) -> requests.Session:
+        session = requests.Session()
+        session.headers["Authorization"] = f"Api-Key {self.api_key}"
+        return session
+
+    def set_latency(self, latency_ms: int) -> None:
+        with self.simulator.lock:
+            self.simulator.faults.latency_ms = latency_ms
+
+    def order_body(self, index: int) -> dict:
+        return {
+            "account": self.pool_accounts[index % len(self.pool_accounts)].pk,
+            "symbol": SYMBOL,
+            "exchange": EXCHANGE,
+            "side": "BUY",
+            "quantity": QUANTITY,
+            "order_type": "MARKET",
+        }
+
+    # Measurements ------------------------------------------------------------------------
+
+    def post_order(self, session: requests.Session, index: int, **headers) -> tuple[float, dict]:
+        started = time.perf_counter()
+        response = session.post(
+            f"{self.base_url}/api/orders/", json=self.order_body(index), headers=headers, timeout=30
+        )
+        elapsed = time.perf_counter() - started
+        if response.status_code not in (201, 202):
+            raise CommandError(f"POST /api/orders/ -> {response.status_code}: {response.text}")
+        return elapsed, response.json()
+
+    def bench_accept(self) -> dict:
+        self.write("Accept latency and throughput...")
+        session = self.session()
+        for index in range(20):  # warm-up: imports, connections, caches in both web workers
+            self.post_order(session, index)
+        single = [self.post_order(session, index)[0] for index in range(100)]
+        self.wait_answered(timeout=120)
+
+        clients, total = self.options["clients"], self.options["orders"]
+        latencies: list[float] = []
+        lock = threading.Lock()
+        counter = iter(range(total))
+
+        def client(_):
+            own = self.session()
+            mine = []
+            while True:
+                with lock:
+                    index = next(counter, None)
+                if index is None:
+                    break
+                mine.append(self.post_order(own, index)[0])
+            with lock:
+                latencies.extend(mine)
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=clients) as pool:
+            list(pool.map(client, range(clients)))
+        wall = time.perf_counter() - started
+        drain = self.wait_answered(timeout=300)
+        return {
+            "single": single,
+            "latencies": latencies,
+            "wall": wall,
+            "total": total,
+            "drain": drain + wall,
+        }
+
+    def wait_answered(self, *, timeout: float) -> float:
+        """Seconds until no order of the team awaits its broker answer."""
+        started = time.monotonic()
+        unanswered = Order.objects.filter(team=self.team, status__in=UNANSWERED)
+        while unanswered.exists():
+            if time.monotonic() - started > timeout:
+                raise CommandError(f"{unanswered.count()} orders unanswered after {timeout}s")
+            self.worker.check()
+            time.sleep(0.02)
+        return time.monotonic() - started
+
+    def end_to_end(self, count: int) -> tuple[list[float], list[float]]:
+        """``count`` orders one after another, each POST waiting for the broker's answer.
+
+        Returns (POST -> acknowledgement recorded, from the event's timestamp) and
+        (POST -> answered response) per order.
+        """
+        session = self.session()
+        sent: dict[int, float] = {}
+        observed = []
+        for index in range(count):
+            started_wall = time.time()
+            elapsed, data = self.post_order(session, index, Prefer="wait=10")
+            sent[data["id"]] = started_wall
+            observed.append(elapsed)
+        self.wait_answered(timeout=60)
+        return self.ack_delays(sent), observed
+
+    def ack_delays(self, sent: dict[int, float]) -> list[float]:
+        acks: dict[int, float] = {}
+        events = OrderEvent.objects.filter(
+            order_id__in=list(sent), source=EventSource.BROKER, to_status__in=ACK_STATUSES
+        ).values_list("order_id", "created_at")
+        for order_id, created_at in events:
+            acks[order_id] = min(acks.get(order_id, float("inf")), created_at.timestamp())
+        missing = set(sent) - set(acks)
+        if missing:
+            raise CommandError(f"{len(missing)} orders were never acknowledged by the broker")
+        return [acks[order_id] - started for order_id, started in sent.items()]
+
+    def direct_calls(self, count: int, *, read_fills: bool) -> list[float]:
+        """The same orders straight through the adapter, one keep-alive adapter per account."""
+        adapters = []
+        for account in self.pool_accounts:
+            adapters.append(
+                account.adapter_class(
+                    credentials=account.all_credentials(),
+                    session=account.session.to_session_data(),
+                    base_url=account.base_url,
+                )
+            )
+        timings = []
+        try:
+            for index in range(count):
+                adapter = adapters[index % len(adapters)]
+                request = OrderRequest(
+                    symbol=SYMBOL,
+                    exchange=EXCHANGE,
+                    side=Side.BUY,
+                    quantity=Decimal(QUANTITY),
+                    order_type=OrderType.MARKET,
+                    client_order_id=adapter.new_client_order_id(),
+                )
+                started = time.perf_counter()
+                ack = adapter.place_order(request)
+                if read_fills:
+                    adapter.order_status(ack.broker_order_id)
+                timings.append(time.perf_counter() - started)
+        finally:
+            for adapter in adapters:
+                adapter.close()
+        return timings
+
+    def bench_end_to_end(self) -> dict:
+        count = self.options["e2e_orders"]
+        self.write(f"End to end, {count} orders one by one, beside direct adapter calls...")
+        self.end_to_end(10)  # warm-up
+        ack, observed = self.end_to_end(count)
+        direct = self.direct_calls(count, read_fills=False)
+        direct_fills = self.direct_calls(count, read_fills=True)
+        return {"ack": ack, "observed": observed, "direct": direct, "direct_fills": direct_fills}
+
+    def bench_fanout(self, sizes: list[int]) -> dict:
+        self.write(f"Fan-out to {sizes} accounts at {self.options['fanout_latency_ms']} ms...")
+        single, _ = self.end_to_end(20)
+        session = self.session()
+        results = {"single": single, "groups": []}
+        for size in sizes:
+            body = {
+                "accounts": self.account_ids[:size],
+                "order": {
+                    "symbol": SYMBOL,
+                    "exchange": EXCHANGE,
+                    "side": "BUY",
+                    "quantity": QUANTITY,
+                    "order_type": "MARKET",
+                },
+            }
+            started_wall, started = time.time(), time.perf_counter()
+            response = session.post(f"{self.base_url}/api/order-groups/", json=body, timeout=120)
+            accepted = time.perf_counter() - started
+            if response.status_code != 202:
+                raise CommandError(f"POST /api/order-groups/ -> {response.status_code}")
+            group_id = response.json()["id"]
+            self.wait_answered(timeout=300)
+            children = dict.fromkeys(
+                Order.objects.filter(group_id=group_id).values_list("pk", flat=True), started_wall
+            )
+            delays = self.ack_delays(children)
+            results["groups"].append(
+                {
+                    "size": size,
+                    "accepted": accepted,
+                    "all": max(delays),
+                    "p50": percentile(delays, 50),
+                }
+            )
+        return results
+
+    def memory(self) -> dict:
+        return {"web": self.web.peak_rss(), "worker": self.worker.peak_rss()}
+
+    # Report ------------------------------------------------------------------------------
+
+    def report(self, results: dict, elapsed: float) -> None:
+        o = self.options
+        accept, e2e = results["accept"], results["e2e"]
+        lines = [
+            "",
+            f"bench_orders: Match-Trader simulator, PostgreSQL, Redis; web gunicorn "
+            f"{o['web_workers']}x{o['web_threads']} gthread; worker {o['worker_pool']} "
+            f"-c {o['worker_concurrency']}; {os.cpu_count()} CPUs",
+            "",
+            "API accept (POST /api/orders/ -> 202)",
+            f"  1 client, keep-alive      p50 {ms(percentile(accept['single'], 50))}"
+            f"   p90 {ms(percentile(accept['single'], 90))}"
+            f"   p99 {ms(percentile(accept['single'], 99))}",
+            f"  {o['clients']} clients, {accept['total']} orders"
+            f"   p50 {ms(percentile(accept['latencies'], 50))}"
+            f"   p99 {ms(percentile(accept['latencies'], 99))}"
+            f"   throughput {accept['total'] / accept['wall']:.0f} orders/s",
+            f"  all {accept['total']} at the broker after {accept['drain']:.2f}s"
+            f" ({accept['total'] / accept['drain']:.0f} orders/s sent by the worker)",
+            "",
+            f"End to end at {o['latency_ms']} ms broker latency,"
+            f" {len(e2e['ack'])} orders one by one",
+        ]
+        ack_p50 = percentile(e2e["ack"], 50)
+        direct_p50 = percentile(e2e["direct"], 50)
+        fills_p50 = percentile(e2e["direct_fills"], 50)
+        lines += [
+            f"  POST -> ack recorded        p50 {ms(ack_p50)}"
+            f"   p99 {ms(percentile(e2e['ack'], 99))}",
+            f"  POST -> answer (wait=10)    p50 {ms(percentile(e2e['observed'], 50))}"
+            f"   p99 {ms(percentile(e2e['observed'], 99))}",
+            f"  direct place_order          p50 {ms(direct_p50)}"
+            f"   p99 {ms(percentile(e2e['direct'], 99))}",
+            f"  direct place + fills read   p50 {ms(fills_p50)}"
+            f"   p99 {ms(percentile(e2e['direct_fills'], 99))}",
+            f"  overhead: e2e / direct place {ack_p50 / direct_p50:.2f}x  (target <= 1.5x);"
+            f" e2e / direct place+fills {ack_p50 / fills_p50:.2f}x",
+        ]
+        if "fanout" in results:
+            fanout = results["fanout"]
+            single = percentile(fanout["single"], 50)
+            lines += [
+                "",
+                f"Fan-out at {o['fanout_latency_ms']} ms broker latency"
+                f" (one order end to end: p50 {ms(single)})",
+            ]
+            for group in fanout["groups"]:
+                lines.append(
+                    f"  {group['size']:>4} accounts   accepted in {ms(group['accepted'])}"
+                    f"   all acknowledged {ms(group['all'])}"
+                    f" ({group['all'] / single:.1f}x one order; target <= 10x)"
+                    f"   child p50 {ms(group['p50'])}"
+                )
+        memory = results["memory"]
+        lines += [
+            "",
+            "Peak memory (VmHWM per process, MiB)",
+            f"  web:    {', '.join(f'{v:.0f}' for v in memory['web'])}  (master first)",
+            f"  worker: {', '.join(f'{v:.0f}' for v in memory['worker'])}  (main first)",
+            "",
+            f"Finished in {elapsed:.0f}s.",
+        ]
+        self.write("\n".join(lines))
+
+    def cleanup(self) -> None:
+        if self.team is None:
+            return
+        Order.objects.filter(team=self.team).delete()  # orders protect their accounts
+        OrderGroup.objects.filter(team=self.team).delete()
+        self.team.delete()
+        if self.user is not None:
+            self.user.delete()
