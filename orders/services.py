@@ -477,7 +477,7 @@ def _send(order: Order) -> SubmitResult:
 def _send_and_record(order: Order) -> SubmitResult:
     request = order_request(order)
     try:
-        ack, details = broker_call(order.broker_account, lambda adapter: _place(adapter, request))
+        ack = broker_call(order.broker_account, lambda adapter: adapter.place_order(request))
     except errors.RateLimited as exc:
         # Back off by the broker's Retry-After (capped: a countdown must stay well inside the
         # queue's visibility timeout); without one, the usual backoff.
@@ -497,34 +497,54 @@ def _send_and_record(order: Order) -> SubmitResult:
     except Exception as exc:  # noqa: BLE001 - an adapter bug or a garbled answer after sending
         logger.exception("Placing order %s failed unexpectedly", order.pk)
         return _unknown(order, f"Unexpected failure while sending: {exc}", exc)
-    filled_quantity = details.filled_quantity if details else None
-    if filled_quantity is None and ack.status == BrokerStatus.FILLED:
-        filled_quantity = order.quantity
     _apply_broker_state(
         order,
         status=ack.status,
         broker_status=ack.raw_status,
         message=ack.message or "Acknowledged by the broker.",
         broker_order_id=ack.broker_order_id,
-        filled_quantity=filled_quantity,
-        average_price=details.average_price if details else None,
+        filled_quantity=order.quantity if ack.status == BrokerStatus.FILLED else None,
         source=EventSource.BROKER,
     )
+    if ack.status == BrokerStatus.FILLED:
+        _fill_details(order)
     return SubmitResult(order.pk, order.status)
 
 
-def _place(adapter, request: OrderRequest) -> tuple[OrderAck, BrokerOrder | None]:
-    """Place, and for an order that filled at once, read its fills (best effort)."""
-    ack = adapter.place_order(request)
-    details = None
-    if ack.status in (BrokerStatus.FILLED, BrokerStatus.PARTIALLY_FILLED) and adapter.supports(
+def _fill_details(order: Order) -> None:
+    """Complete a just-filled order's fill price from the broker (best effort, after the ack).
+
+    Some brokers acknowledge a market order as filled without its price; reading it costs
+    more round trips, so the acknowledgement is recorded first and the price follows.
+    """
+    if order.average_price is not None or not order.broker_account.adapter_class.supports(
         "order_status"
     ):
-        try:
-            details = adapter.order_status(ack.broker_order_id)
-        except errors.BrokerError as exc:  # the order is placed: the sync reads fills later
-            logger.info("Fills of order %s unavailable: %s", request.client_order_id, exc)
-    return ack, details
+        return
+    try:
+        details = broker_call(
+            order.broker_account, lambda adapter: adapter.order_status(order.broker_order_id)
+        )
+    except errors.BrokerError as exc:  # the order is placed: the sync reads fills later
+        logger.info("Fills of order %s unavailable: %s", order.pk, exc)
+        return
+    if details.average_price is None:
+        return
+    with transaction.atomic():
+        updated = Order.objects.filter(
+            pk=order.pk, status__in=(S.FILLED, S.PARTIALLY_FILLED), average_price__isnull=True
+        ).update(average_price=details.average_price, updated_at=timezone.now())
+        if updated:
+            OrderEvent.objects.create(
+                order=order,
+                from_status=order.status,
+                to_status=order.status,
+                source=EventSource.BROKER,
+                broker_status=details.raw_status[:64],
+                message="Fill price reported by the broker.",
+                data={"average_price": str(details.average_price)},
+            )
+    order.average_price = details.average_price
 
 
 def order_request(order: Order) -> OrderRequest:

@@ -122,7 +122,14 @@ def test_detail_has_the_events(trader, paper_account, django_capture_on_commit_c
         order_id = trader.post("/api/orders/", order_body(paper_account), format="json").data["id"]
     detail = trader.get(f"/api/orders/{order_id}/").data
     assert detail["status"] == "filled"
-    assert [e["to_status"] for e in detail["events"]] == ["pending", "submitting", "filled"]
+    # The fill, then its price: the acknowledgement is recorded before the price is read.
+    assert [e["to_status"] for e in detail["events"]] == [
+        "pending",
+        "submitting",
+        "filled",
+        "filled",
+    ]
+    assert detail["events"][-1]["message"] == "Fill price reported by the broker."
     assert detail["average_price"] == "1500.00000000"
 
 

@@ -41,7 +41,13 @@ def test_commit_runs_the_submit_task_and_records_the_fill(
     assert order.filled_quantity == Decimal(10)
     assert order.average_price == Decimal("1500")
     assert order.submitted_at is not None
-    assert [e.to_status for e in order.events.all()] == ["pending", "submitting", "filled"]
+    events = [(e.from_status, e.to_status) for e in order.events.all()]
+    assert events == [
+        ("", "pending"),
+        ("pending", "submitting"),
+        ("submitting", "filled"),
+        ("filled", "filled"),
+    ]  # the fill, then its price
     [at_broker] = paper_orders(paper_account)
     assert at_broker.client_order_id == order.client_order_id
 
