@@ -38,13 +38,10 @@ EXPIRED_SESSION_RETENTION = timedelta(days=1)
 #: Limits over windows longer than this are per-account budgets (Angel's 1000 refreshes an hour
 #: per API key) that one renewal a day never nears; only shorter ones pace a sweep.
 PACING_WINDOW_SECONDS = 60
-#: The schedule spaces renewals this much wider than the login rate: timing jitter between a
-#: worker starting and its request reaching the broker must not push two requests into one
-#: window the broker counts. The shared budget in _keepalive_slot is the hard cap.
-SCHEDULE_HEADROOM = 1.1
-#: Brokers whose access token ends at a fixed time whatever we do (Fyers: midnight IST), so
-#: renewing early gains nothing: their refresh token mints the next token just after expiry.
-RENEW_AFTER_EXPIRY = frozenset({"fyers"})
+#: Renewals are spaced this much wider than the login rate: a worker's request reaches the
+#: broker up to a few hundred ms after its slot starts (thread scheduling, the network), and
+#: that jitter must not put one request too many into any second the broker counts.
+SCHEDULE_HEADROOM = 1.25
 
 
 def refresh_lead(session: BrokerSession) -> timedelta:
@@ -87,7 +84,7 @@ def _renews_ahead(account: BrokerAccount) -> bool:
     """True when something can be done before expiry: a refresh, or a fresh stored-credential
     login. Kite (a person signs in each morning) is only due once its session has expired."""
     adapter_class = account.adapter_class
-    if account.broker in RENEW_AFTER_EXPIRY:
+    if account.adapter_class.renew_after_expiry:
         return False
     return adapter_class.supports("refresh_session") or adapter_class.supports("credentials_login")
 
@@ -107,7 +104,7 @@ def session_keepalive(*, account: BrokerAccount, now: datetime | None = None) ->
     can_refresh = adapter_class.supports("refresh_session") and (
         session is not None
         and (not expired or bool(session.refresh_token))
-        and (expired or account.broker not in RENEW_AFTER_EXPIRY)
+        and (expired or not account.adapter_class.renew_after_expiry)
     )
     try:
         if can_refresh:

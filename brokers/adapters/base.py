@@ -315,6 +315,9 @@ class BrokerAdapter:
     #: The broker's limit on the client order id / tag we attach to orders.
     client_order_id_max_length: ClassVar[int] = 20
     currency: ClassVar[str] = "INR"
+    #: True when renewing early gains nothing (the renewed session ends at the same time), so
+    #: the platform renews only once the session has expired, with the refresh token (Fyers).
+    renew_after_expiry: ClassVar[bool] = False
 
     connect_timeout: ClassVar[float] = 3.05
     read_timeout: ClassVar[float] = 10.0

@@ -188,6 +188,8 @@ class FyersAdapter(BrokerAdapter):
     # request uses the "default" category rather than splitting orders and data.
     rate_limits = {"default": ("10/second", "200/minute", "100000/day")}
     # Docs: an order tag is alphanumeric, 1-30 characters, and not "Untagged" or the client id.
+    # A refreshed access token still ends at the same midnight: renew after expiry instead.
+    renew_after_expiry = True
     client_order_id_max_length = 30
     currency = "INR"
 
