@@ -134,7 +134,7 @@ def test_database_url_switches_to_postgresql(tmp_path):
 
 def test_redis_url_switches_the_cache_to_redis(tmp_path):
     found = settings_with(tmp_path, REDIS_URL="redis://cache.internal:6380/3")
-    assert found["cache"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache"
+    assert found["cache"]["BACKEND"] == "algoways.cache.ResilientRedisCache"
     assert found["cache"]["LOCATION"] == "redis://cache.internal:6380/3"
     assert found["celery_broker"] == "filesystem://"  # the cache URL alone does not move Celery
 
