@@ -18,7 +18,6 @@ import pytest
 from django.core import mail
 from django.core.cache import cache
 from django.db import connection
-from django.test import override_settings
 from django.utils import timezone
 
 from brokers import services, sessions, tasks
@@ -26,6 +25,7 @@ from brokers.adapters.base import SessionData
 from brokers.models import BrokerAccount, BrokerSession, ConnectionState
 from brokers.simulators import simulator_class
 from brokers.simulators.base import RunningSimulator
+from tests.celery_helpers import celery_eager
 
 from .contract import (
     harness_angel,
@@ -272,7 +272,7 @@ def test_wrong_password_stops_automatic_sign_in_after_one_attempt(
     logins_before = hits(sim[code], *LOGIN_PATHS[code])
 
     with (
-        override_settings(CELERY_TASK_ALWAYS_EAGER=True),
+        celery_eager(),
         django_capture_on_commit_callbacks(execute=True),
     ):
         assert sessions.session_keepalive(account=fresh(account), now=now) == "failed"
@@ -376,7 +376,7 @@ def test_kite_at_expiry_needs_login_with_exactly_one_notification(
     )
     set_expiry(account, timezone.now() - timedelta(minutes=1))
 
-    with override_settings(CELERY_TASK_ALWAYS_EAGER=True):
+    with celery_eager():
         for _ in range(2):  # a second sweep must not notify again
             with django_capture_on_commit_callbacks(execute=True):
                 tasks.session_keepalive_sweep_task.delay()
@@ -446,7 +446,7 @@ def test_claimed_accounts_are_not_scheduled_twice(make_account, sim):
 
     assert sessions.claim_keepalive(account.pk, 0)
     assert not sessions.claim_keepalive(account.pk, 0)
-    with override_settings(CELERY_TASK_ALWAYS_EAGER=True):
+    with celery_eager():
         assert tasks.session_keepalive_sweep_task.delay().get() == 0
         assert hits(sim["matchtrade"], REFRESH_PATHS["matchtrade"]) == 0
 

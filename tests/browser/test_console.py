@@ -104,7 +104,7 @@ def place_order(page, screenshot, name: str, **fields) -> Order:
     return order
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_member_signs_in_and_sees_the_team_dashboard(page, sign_in, screenshot, team, member):
     membership = member(team, Role.TRADER)
     page.goto("/")
@@ -115,7 +115,7 @@ def test_a_member_signs_in_and_sees_the_team_dashboard(page, sign_in, screenshot
     screenshot("dashboard")
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_connect_a_kite_account_then_place_cancel_and_fill_orders(
     page, sign_in, screenshot, team, member, kite, sim
 ):
@@ -249,7 +249,7 @@ def test_connect_a_kite_account_then_place_cancel_and_fill_orders(
     )
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_viewer_does_not_get_the_order_ticket(page, sign_in, screenshot, team, member):
     viewer = member(team, Role.VIEWER)
     sign_in(viewer.user.username)
@@ -265,7 +265,7 @@ def test_a_viewer_does_not_get_the_order_ticket(page, sign_in, screenshot, team,
     screenshot("orders")
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_api_keys_and_members_pages(page, sign_in, screenshot, team, member, user_factory):
     owner = member(team, Role.OWNER)
     user_factory(email="newcomer@example.com")

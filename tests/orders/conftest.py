@@ -9,7 +9,6 @@ import pytest
 import requests
 from django.db import connection
 
-from algoways.celery import app as celery_app
 from brokers import paper
 from brokers.models import PaperOrder
 from brokers.rate_limits import _limiter
@@ -17,6 +16,7 @@ from brokers.services import broker_account_connect, broker_account_create
 from brokers.simulators import simulator_class
 from brokers.simulators.base import RunningSimulator
 from orders.services import OrderSpec
+from tests.celery_helpers import celery_eager
 
 INFY_PRICE = Decimal("1500")
 
@@ -30,11 +30,8 @@ def pytest_runtest_setup(item):
 @pytest.fixture(autouse=True)
 def eager_celery():
     """Tasks run inline when queued (after commit), as a worker would run them."""
-    previous = celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates
-    celery_app.conf.task_always_eager = True
-    celery_app.conf.task_eager_propagates = True
-    yield
-    celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = previous
+    with celery_eager():
+        yield
 
 
 @pytest.fixture(autouse=True)
