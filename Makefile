@@ -25,7 +25,7 @@ run: install
 	PORT=$(PORT) $(BIN)/honcho start -f Procfile
 
 test: install
-	$(BIN)/pytest -q -n 2 --dist loadfile
+	$(BIN)/pytest -q -n 2 --dist load
 
 lint: install
 	$(BIN)/ruff check .

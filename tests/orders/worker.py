@@ -257,16 +257,20 @@ def celery_publishing_to(broker_url: str, *, visibility_timeout: int = 30):
         app._pool = None
         app.amqp._producer_pool = None
 
+    # Celery prefers the CELERY_BROKER_URL environment variable over its configuration.
+    saved_environment = os.environ.pop("CELERY_BROKER_URL", None)
     app.conf.broker_url = broker_url
     app.conf.broker_transport_options = {"visibility_timeout": visibility_timeout}
     app.conf.task_always_eager = False
     reset_pools()
-    with app.connection_for_write() as connection:
-        used = f"{connection.transport_cls}://{connection.hostname}:{connection.port}"
-        assert broker_url.startswith(used), (used, broker_url)
     try:
+        with app.connection_for_write() as connection:
+            used = f"{connection.transport_cls}://{connection.hostname}:{connection.port}"
+            assert broker_url.startswith(used), (used, broker_url)
         yield app
     finally:
         reset_pools()
         for name, value in saved.items():
             app.conf[name] = value
+        if saved_environment is not None:
+            os.environ["CELERY_BROKER_URL"] = saved_environment
