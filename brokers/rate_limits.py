@@ -9,6 +9,7 @@ worker process still shares them.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from functools import lru_cache
@@ -122,11 +123,24 @@ def _parsed(limit_strings: tuple[str, ...]):
     return [item for text in limit_strings for item in parse_many(text)]
 
 
+def limit_identity(account) -> str:
+    """Whose budget a call spends: the account's, or its app's where the broker counts per app.
+
+    Brokers that limit per app key (``rate_limit_app_field``) share one budget among every
+    account using that app; the key is hashed, so no credential reaches the counter store.
+    """
+    adapter_class = account.adapter_class
+    field = adapter_class.rate_limit_app_field
+    app = account.all_credentials().get(field, "") if field else ""
+    if app:
+        return f"{adapter_class.code}:app:{hashlib.sha256(app.encode()).hexdigest()[:16]}"
+    return f"{adapter_class.code}:{account.pk}"
+
+
 def throttle_for_account(account):
     """A ``throttle(category)`` callable for one account: blocks until every limit has room."""
-    adapter_class = account.adapter_class
-    limits_by_category = adapter_class.rate_limits
-    identity = f"{adapter_class.code}:{account.pk}"
+    limits_by_category = account.adapter_class.rate_limits
+    identity = limit_identity(account)
 
     def throttle(category: str) -> None:
         limit_strings = limits_by_category.get(category) or limits_by_category.get("default")

@@ -205,6 +205,8 @@ class AngelAdapter(BrokerAdapter):
         "quotes": ("10/second", "500/minute", "5000/hour"),
         "default": ("10/second",),
     }
+    # SmartAPI counts its limits per API key (X-PrivateKey).
+    rate_limit_app_field = "api_key"
     client_order_id_max_length = 19  # "ordertag ... should be less than 20 characters"
     currency = "INR"
 

@@ -312,6 +312,9 @@ class BrokerAdapter:
     #: Documented limits in ``limits`` notation, per category ("orders", "quotes", "login",
     #: "default"); the platform enforces them per account across all workers.
     rate_limits: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    #: The credential field naming the app (API key) when the broker counts its limits per app,
+    #: so every account using one app shares one budget; empty means per account.
+    rate_limit_app_field: ClassVar[str] = ""
     #: The broker's limit on the client order id / tag we attach to orders.
     client_order_id_max_length: ClassVar[int] = 20
     currency: ClassVar[str] = "INR"

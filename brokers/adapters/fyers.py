@@ -190,6 +190,8 @@ class FyersAdapter(BrokerAdapter):
     # Docs: an order tag is alphanumeric, 1-30 characters, and not "Untagged" or the client id.
     # A refreshed access token still ends at the same midnight: renew after expiry instead.
     renew_after_expiry = True
+    # Fyers counts its limits per app (client_id): one budget for every account on the app.
+    rate_limit_app_field = "client_id"
     client_order_id_max_length = 30
     currency = "INR"
 
