@@ -41,6 +41,20 @@ def ttl() -> timedelta:
     return timedelta(hours=max(24, int(getattr(settings, "IDEMPOTENCY_KEY_TTL_HOURS", 24))))
 
 
+def stale_after() -> timedelta:
+    """An in-flight claim older than this belongs to a request that died (a crashed web
+    process): the longest legitimate request is a ``Prefer: wait`` plus its own work."""
+    return timedelta(seconds=max(60.0, 6 * float(getattr(settings, "ORDERS_WAIT_MAX_SECONDS", 10))))
+
+
+class StaleClaim(Exception):
+    """The key's first request died in flight; ``record`` is its abandoned claim."""
+
+    def __init__(self, record: IdempotencyRecord):
+        super().__init__("stale idempotency claim")
+        self.record = record
+
+
 def request_fingerprint(request) -> str:
     """sha256 of the method, the path (with query) and the body as canonical JSON."""
     data = request.data
@@ -73,6 +87,8 @@ def idempotency_claim(*, team, key: str, fingerprint: str):
             if existing.request_fingerprint != fingerprint:
                 raise IdempotencyKeyReused()
             if existing.status == IdempotencyStatus.IN_FLIGHT:
+                if existing.created_at < timezone.now() - stale_after():
+                    raise StaleClaim(existing)
                 raise IdempotencyKeyInFlight()
             response = Response(
                 existing.response_body,
@@ -97,8 +113,27 @@ def idempotency_release(record: IdempotencyRecord) -> None:
     IdempotencyRecord.objects.filter(pk=record.pk, status=IdempotencyStatus.IN_FLIGHT).delete()
 
 
-def idempotent(view_method):
-    """Decorate a team-scoped view's create method to honour ``Idempotency-Key``."""
+def _take_over(stale: IdempotencyRecord) -> IdempotencyRecord | None:
+    """Claim an abandoned key for this request; None when another retry got there first."""
+    now = timezone.now()
+    taken = IdempotencyRecord.objects.filter(
+        pk=stale.pk, status=IdempotencyStatus.IN_FLIGHT, created_at=stale.created_at
+    ).update(created_at=now)
+    if not taken:
+        return None
+    stale.created_at = now
+    return stale
+
+
+def idempotent(view_method=None, *, recover=None):
+    """Decorate a team-scoped view's create method to honour ``Idempotency-Key``.
+
+    ``recover(view, request, key)`` finds what a first request that died in flight had already
+    done (for orders: the order it created) and answers with it; when it returns None the
+    retry takes the key over and runs afresh.
+    """
+    if view_method is None:
+        return functools.partial(idempotent, recover=recover)
 
     @functools.wraps(view_method)
     def wrapper(view, request, *args, **kwargs):
@@ -109,9 +144,21 @@ def idempotent(view_method):
             raise serializers.ValidationError(
                 {HEADER: [f"Ensure this header has no more than {MAX_KEY_LENGTH} characters."]}
             )
-        record, replay = idempotency_claim(
-            team=view.team, key=key, fingerprint=request_fingerprint(request)
-        )
+        try:
+            record, replay = idempotency_claim(
+                team=view.team, key=key, fingerprint=request_fingerprint(request)
+            )
+        except StaleClaim as stale:
+            if recover is None:
+                raise IdempotencyKeyInFlight() from None
+            found = recover(view, request, key)
+            if found is not None:
+                idempotency_complete(stale.record, found)
+                found["Idempotent-Replayed"] = "true"
+                return found
+            record, replay = _take_over(stale.record), None
+            if record is None:
+                raise IdempotencyKeyInFlight() from None
         if replay is not None:
             return replay
         try:

@@ -101,7 +101,7 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TeamScopedV
         responses={201: OrderSerializer, 202: OrderSerializer},
         parameters=[IDEMPOTENCY_PARAMETER, PREFER_PARAMETER],
     )
-    @idempotent
+    @idempotent(recover=lambda view, request, key: view._order_placed_with(key))
     def create(self, request):
         """Place an order: 202 with the pending order at once (or 201 after a Prefer: wait)."""
         serializer = OrderCreateSerializer(data=request.data, context=self.get_serializer_context())
@@ -134,6 +134,16 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TeamScopedV
         settled = order.status not in notify.IN_FLIGHT
         status = 201 if (wait and settled) else (202 if created else 200)
         return Response(OrderSerializer(order).data, status=status, headers=headers)
+
+    def _order_placed_with(self, idempotency_key: str) -> Response | None:
+        """The order an earlier request with this key created before it died, if any."""
+        order = (
+            Order.objects.for_team(self.team)
+            .filter(idempotency_key=idempotency_key[:255])
+            .order_by("pk")
+            .first()
+        )
+        return Response(OrderSerializer(order).data, status=200) if order else None
 
     @staticmethod
     def _prefer_wait(request) -> float:
