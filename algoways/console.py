@@ -14,16 +14,15 @@ from django.shortcuts import render
 
 from accounts.models import Membership, Role
 
-from .api.context import SESSION_TEAM_KEY
+from .api.context import session_membership
 
 
 def current_membership(request) -> Membership | None:
     """The membership of the team selected in this browser session (or the user's first team)."""
-    memberships = Membership.objects.filter(user=request.user).select_related("team")
-    selected = request.session.get(SESSION_TEAM_KEY)
     return (
-        memberships.filter(team_id=selected).first() if selected else None
-    ) or memberships.first()
+        session_membership(request.user, request.session)
+        or Membership.objects.filter(user=request.user).select_related("team").first()
+    )
 
 
 def console_view(minimum_role: Role = Role.VIEWER):

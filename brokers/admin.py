@@ -99,10 +99,10 @@ class BrokerAccountAdmin(TeamScopedAdmin):
                 }
             else:
                 try:
-                    obj._admin_live = {
-                        "funds": services.broker_call(obj, lambda adapter: adapter.funds()),
-                        "positions": services.broker_call(obj, lambda adapter: adapter.positions()),
-                    }
+                    funds, positions = services.broker_call(
+                        obj, lambda adapter: (adapter.funds(), adapter.positions())
+                    )
+                    obj._admin_live = {"funds": funds, "positions": positions}
                 except BrokerError as exc:
                     obj._admin_live = {"error": f"The broker did not answer: {exc}"}
                 except Exception:

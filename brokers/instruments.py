@@ -128,20 +128,31 @@ def _bump_cache_version(broker: str) -> None:
         cache.incr(key)
 
 
-def instrument_lookup(*, broker: str, exchange: str, symbol: str) -> Instrument | None:
-    """The instrument row for an order, cached in the shared cache until the next refresh."""
+def _cached(key_suffix: str, broker: str, load):
+    """``load()``'s answer, cached under the broker's current master version until a refresh."""
     version = cache.get(_broker_version_key(broker)) or 0
-    key = f"instrument:{broker}:{version}:{exchange}:{symbol}"
+    key = f"instrument:{broker}:{version}:{key_suffix}"
     found = cache.get(key)
     if found is None:
-        row = Instrument.objects.filter(broker=broker, exchange=exchange, symbol=symbol).first()
-        found = row if row is not None else False
-        cache.set(key, found, LOOKUP_CACHE_SECONDS)
+        found = load()
+        cache.set(key, found if found is not None else False, LOOKUP_CACHE_SECONDS)
     return found or None
 
 
+def instrument_lookup(*, broker: str, exchange: str, symbol: str) -> Instrument | None:
+    """The instrument row for an order, cached in the shared cache until the next refresh."""
+    return _cached(
+        f"{exchange}:{symbol}",
+        broker,
+        lambda: Instrument.objects.filter(broker=broker, exchange=exchange, symbol=symbol).first(),
+    )
+
+
 def instrument_master_loaded(broker: str) -> bool:
-    return Instrument.objects.filter(broker=broker).exists()
+    """Whether the broker has a master at all (cached like lookups: asked on every order)."""
+    return bool(
+        _cached("#loaded", broker, lambda: Instrument.objects.filter(broker=broker).exists())
+    )
 
 
 def ensure_known_instrument(*, broker: str, exchange: str, symbol: str) -> Instrument | None:

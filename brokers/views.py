@@ -69,8 +69,9 @@ def account_detail(request, pk: int):
     broker_error = ""
     if account.connection_state == "connected":
         try:
-            funds = services.broker_call(account, lambda adapter: adapter.funds())
-            positions = services.broker_call(account, lambda adapter: adapter.positions())
+            funds, positions = services.broker_call(
+                account, lambda adapter: (adapter.funds(), adapter.positions())
+            )
         except BrokerError as exc:
             broker_error = exc.message
     return render(

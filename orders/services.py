@@ -240,16 +240,19 @@ def order_place(
     adapter_class = account.adapter_class
     placed_by = placed_by or PlacedBy()
     client_order_id = spec.client_order_id or adapter_class.new_client_order_id()
+    # Only a client's own id can be a retry; a fresh one is checked by the unique constraint.
+    may_be_retry = bool(spec.client_order_id)
 
     with transaction.atomic():
         # One placement at a time per account (PostgreSQL), so orders-per-minute counts and
         # the client order id check see every earlier order.
         BrokerAccount.objects.select_for_update().filter(pk=account.pk).first()
-        existing = Order.objects.filter(
-            broker_account=account, client_order_id=client_order_id
-        ).first()
-        if existing is not None:
-            return _existing_for_retry(existing, spec), False
+        if may_be_retry:
+            existing = Order.objects.filter(
+                broker_account=account, client_order_id=client_order_id
+            ).first()
+            if existing is not None:
+                return _existing_for_retry(existing, spec), False
 
         rejection = _pre_trade_rejection(team=team, account=account, spec=spec)
         instrument = None

@@ -26,6 +26,14 @@ class RequestTeam:
     api_key: TeamAPIKey | None = None
 
 
+def session_membership(user, session) -> Membership | None:
+    """The membership of the team this browser session selected (the console's team switcher)."""
+    selected = session.get(SESSION_TEAM_KEY) if session is not None else None
+    if not selected:
+        return None
+    return Membership.objects.filter(user=user, team_id=selected).select_related("team").first()
+
+
 def resolve_request_team(request) -> RequestTeam | None:
     """The API key's team, or the team the signed-in user selected (header, then session)."""
     if isinstance(request.auth, TeamAPIKey):
@@ -41,9 +49,7 @@ def resolve_request_team(request) -> RequestTeam | None:
         if membership is None:
             raise exceptions.NotFound("No such team.")
     else:
-        session = getattr(request, "session", None)
-        selected = session.get(SESSION_TEAM_KEY) if session is not None else None
-        membership = memberships.filter(team_id=selected).first() if selected else None
+        membership = session_membership(user, getattr(request, "session", None))
         if membership is None:
             candidates = list(memberships[:2])
             if len(candidates) != 1:
