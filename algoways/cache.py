@@ -11,14 +11,38 @@ from __future__ import annotations
 import logging
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
-from django.core.cache.backends.redis import RedisCache
+from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 from redis.exceptions import RedisError
 
 logger = logging.getLogger(__name__)
 
 
+class ReusingRedisCacheClient(RedisCacheClient):
+    """Django's client, but one ``redis.Redis`` per connection pool instead of one per call.
+
+    Django builds a new ``redis.Redis`` for every cache operation, and redis-py's constructor
+    copies its ~170 response callbacks each time: about 0.1 ms of CPU per call, several calls per
+    API request. A ``redis.Redis`` is thread-safe over its pool, so one per pool serves them all.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._clients = {}
+
+    def get_client(self, key=None, *, write=False):
+        pool = self._get_connection_pool(write)
+        client = self._clients.get(id(pool))
+        if client is None:
+            client = self._clients[id(pool)] = self._client(connection_pool=pool)
+        return client
+
+
 class ResilientRedisCache(RedisCache):
     """RedisCache whose operations survive a Redis outage."""
+
+    def __init__(self, server, params):
+        super().__init__(server, params)
+        self._class = ReusingRedisCacheClient
 
     def _degraded(self, operation: str, exc: Exception, fallback):
         logger.warning("Cache unavailable (%s: %s); carrying on without it", operation, exc)

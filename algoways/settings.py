@@ -160,12 +160,14 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_FILESYSTEM_DIR = VAR_DIR / "celery"
 CELERY_VISIBILITY_TIMEOUT = int(env("CELERY_VISIBILITY_TIMEOUT", "3600"))
 if CELERY_BROKER_URL == "filesystem://":
-    for sub in ("in", "processed"):
+    for sub in ("in", "processed", "control"):
         (CELERY_FILESYSTEM_DIR / sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(CELERY_FILESYSTEM_DIR / "in"),
         "data_folder_out": str(CELERY_FILESYSTEM_DIR / "in"),
         "processed_folder": str(CELERY_FILESYSTEM_DIR / "processed"),
+        # Exchange bindings; kombu's default is "control" in the working directory.
+        "control_folder": str(CELERY_FILESYSTEM_DIR / "control"),
         "store_processed": False,
     }
 else:

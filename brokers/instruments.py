@@ -128,36 +128,52 @@ def _bump_cache_version(broker: str) -> None:
         cache.incr(key)
 
 
-def _cached(key_suffix: str, broker: str, load):
-    """``load()``'s answer, cached under the broker's current master version until a refresh."""
+def _cache_keys(broker: str, *suffixes: str) -> list[str]:
+    """Cache keys of lookups under the broker's current master version (one cache read)."""
     version = cache.get(_broker_version_key(broker)) or 0
-    key = f"instrument:{broker}:{version}:{key_suffix}"
-    found = cache.get(key)
+    return [f"instrument:{broker}:{version}:{suffix}" for suffix in suffixes]
+
+
+def _cached(key: str, load, found=None):
+    """``load()``'s answer, cached under ``key`` until a refresh; ``found`` if already read."""
     if found is None:
         found = load()
         cache.set(key, found if found is not None else False, LOOKUP_CACHE_SECONDS)
     return found or None
 
 
+def _instrument_query(*, broker: str, exchange: str, symbol: str):
+    return Instrument.objects.filter(broker=broker, exchange=exchange, symbol=symbol).first()
+
+
+def _master_loaded_query(broker: str) -> bool:
+    return Instrument.objects.filter(broker=broker).exists()
+
+
 def instrument_lookup(*, broker: str, exchange: str, symbol: str) -> Instrument | None:
     """The instrument row for an order, cached in the shared cache until the next refresh."""
+    (key,) = _cache_keys(broker, f"{exchange}:{symbol}")
     return _cached(
-        f"{exchange}:{symbol}",
-        broker,
-        lambda: Instrument.objects.filter(broker=broker, exchange=exchange, symbol=symbol).first(),
-    )
-
-
-def instrument_master_loaded(broker: str) -> bool:
-    """Whether the broker has a master at all (cached like lookups: asked on every order)."""
-    return bool(
-        _cached("#loaded", broker, lambda: Instrument.objects.filter(broker=broker).exists())
+        key,
+        lambda: _instrument_query(broker=broker, exchange=exchange, symbol=symbol),
+        cache.get(key),
     )
 
 
 def ensure_known_instrument(*, broker: str, exchange: str, symbol: str) -> Instrument | None:
-    """The instrument, or InvalidInstrument when the broker's master is loaded and lacks it."""
-    instrument = instrument_lookup(broker=broker, exchange=exchange, symbol=symbol)
-    if instrument is None and instrument_master_loaded(broker):
+    """The instrument, or InvalidInstrument when the broker's master is loaded and lacks it.
+
+    Asked on every order: both cached answers come back in one read after the version's.
+    """
+    lookup_key, loaded_key = _cache_keys(broker, f"{exchange}:{symbol}", "#loaded")
+    cached = cache.get_many([lookup_key, loaded_key])
+    instrument = _cached(
+        lookup_key,
+        lambda: _instrument_query(broker=broker, exchange=exchange, symbol=symbol),
+        cached.get(lookup_key),
+    )
+    if instrument is None and _cached(
+        loaded_key, lambda: _master_loaded_query(broker), cached.get(loaded_key)
+    ):
         raise errors.InvalidInstrument(f"{exchange}:{symbol} is not in {broker}'s instruments.")
     return instrument

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from .models import Order, OrderStatus, RiskLimits, TeamTradingState
@@ -41,11 +41,33 @@ def order_notional(*, quantity: Decimal, price, trigger_price, reference_price) 
     return None
 
 
-def trading_halt_reason(*, team, account) -> str:
-    """Why trading is halted for ``account`` (its own switch or the team's), or ''."""
+def with_trading_controls(accounts: QuerySet) -> QuerySet:
+    """Broker accounts read with their team's kill switch and whether any risk limits apply.
+
+    Every order asks both; reading them with the account saves a query for the switch and, for
+    the usual account without limits, one for the limits.
+    """
+    applicable = RiskLimits.objects.filter(team_id=OuterRef("team_id")).filter(
+        Q(broker_account_id=OuterRef("pk")) | Q(broker_account__isnull=True)
+    )
+    return accounts.select_related("team__trading_state").annotate(
+        has_risk_limits=Exists(applicable)
+    )
+
+
+def trading_halt_reason(*, account) -> str:
+    """Why trading is halted for ``account`` (its own switch or its team's), or ''.
+
+    Reads the team's switch through ``account.team``: pass an account read in the same
+    transaction (``with_trading_controls``, or ``select_related`` of
+    ``team__trading_state``), never one kept from earlier.
+    """
     if account.trading_halted:
         return f"Trading is halted on the account {account.label}."
-    state = TeamTradingState.objects.filter(team=team).first()
+    try:
+        state = account.team.trading_state
+    except TeamTradingState.DoesNotExist:
+        state = None
     if state is not None and state.trading_halted:
         suffix = f": {state.halt_reason}" if state.halt_reason else ""
         return f"Trading is halted for the whole team{suffix}."
@@ -66,9 +88,11 @@ def risk_check(
     exclude_order_id: int | None = None,
 ) -> RiskVerdict | None:
     """The first limit the order breaks (account limits, then team limits), or None."""
-    halted = trading_halt_reason(team=team, account=account)
+    halted = trading_halt_reason(account=account)
     if halted:
         return RiskVerdict("trading_halted", halted)
+    if getattr(account, "has_risk_limits", True) is False:  # read by with_trading_controls
+        return None
     limit_rows = RiskLimits.objects.filter(
         Q(broker_account=account) | Q(broker_account__isnull=True), team=team
     )

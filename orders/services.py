@@ -192,22 +192,25 @@ def order_transition(
     values = {"status": to_status, "updated_at": now, **fields}
     if broker_status:
         values["broker_status"] = broker_status[:64]
-    with transaction.atomic():
+    # No savepoint inside a caller's transaction (two round trips saved on every change): the
+    # block raises nothing of its own, OrderChanged is raised after it.
+    with transaction.atomic(savepoint=False):
         updated = Order.objects.filter(pk=order.pk, status=from_status).update(**values)
-        if not updated:
-            raise OrderChanged(f"Order {order.pk} is no longer {from_status}.")
-        event = OrderEvent.objects.create(
-            order=order,
-            from_status=from_status,
-            to_status=to_status,
-            source=source,
-            broker_status=broker_status[:64],
-            message=message,
-            data=data or {},
-            created_at=now,
-        )
-        if to_status != from_status and to_status not in (S.PENDING, S.SUBMITTING):
-            transaction.on_commit(lambda: notify.order_settled(order.pk), robust=True)
+        if updated:
+            event = OrderEvent.objects.create(
+                order=order,
+                from_status=from_status,
+                to_status=to_status,
+                source=source,
+                broker_status=broker_status[:64],
+                message=message,
+                data=data or {},
+                created_at=now,
+            )
+            if to_status != from_status and to_status not in (S.PENDING, S.SUBMITTING):
+                transaction.on_commit(lambda: notify.order_settled(order.pk), robust=True)
+    if not updated:
+        raise OrderChanged(f"Order {order.pk} is no longer {from_status}.")
     for name, value in values.items():
         setattr(order, name, value)
     return event
@@ -245,8 +248,11 @@ def order_place(
 
     with transaction.atomic():
         # One placement at a time per account (PostgreSQL), so orders-per-minute counts and
-        # the client order id check see every earlier order.
-        BrokerAccount.objects.select_for_update().filter(pk=account.pk).first()
+        # the client order id check see every earlier order. The same read brings the account's
+        # and the team's kill switches and whether any risk limits apply.
+        account = risk.with_trading_controls(
+            BrokerAccount.objects.select_for_update(of=("self",))
+        ).get(pk=account.pk)
         if may_be_retry:
             existing = Order.objects.filter(
                 broker_account=account, client_order_id=client_order_id
@@ -254,63 +260,112 @@ def order_place(
             if existing is not None:
                 return _existing_for_retry(existing, spec), False
 
-        rejection = _pre_trade_rejection(team=team, account=account, spec=spec)
-        instrument = None
-        if rejection is None:
-            try:
-                instrument = instruments.ensure_known_instrument(
-                    broker=account.broker, exchange=spec.exchange, symbol=spec.symbol
-                )
-            except errors.InvalidInstrument as exc:
-                rejection = risk.RiskVerdict("invalid_instrument", exc.message)
-
-        order = Order(
+        order, rejection = _checked_order(
             team=team,
-            broker_account=account,
+            account=account,
+            spec=spec,
+            client_order_id=client_order_id,
+            placed_by=placed_by,
+            idempotency_key=idempotency_key,
             group=group,
             sequence=sequence,
-            client_order_id=client_order_id,
-            idempotency_key=idempotency_key,
-            symbol=spec.symbol,
-            exchange=spec.exchange,
-            broker_symbol=instrument.broker_symbol if instrument else "",
-            broker_token=instrument.broker_token if instrument else "",
-            side=spec.side,
-            quantity=spec.quantity,
-            order_type=spec.order_type,
-            product=spec.product,
-            price=spec.price,
-            trigger_price=spec.trigger_price,
-            validity=spec.validity,
-            reference_price=spec.reference_price,
-            status=S.REJECTED if rejection else S.PENDING,
-            rejection_reason=rejection.reason if rejection else "",
-            placed_by_membership=placed_by.membership,
-            placed_by_api_key=placed_by.api_key,
-            placed_by_schedule=placed_by.schedule,
-            enqueued_at=None if rejection else timezone.now(),
         )
         assert order.status in INITIAL_STATUSES
-        try:
-            with transaction.atomic():
-                order.save()
-        except IntegrityError:
-            # A concurrent request with the same client order id won (SQLite, or a race
-            # around the account lock): theirs is the order.
-            existing = Order.objects.get(broker_account=account, client_order_id=client_order_id)
-            return _existing_for_retry(existing, spec), False
-        OrderEvent.objects.create(
-            order=order,
-            from_status="",
-            to_status=order.status,
-            source=source,
-            message=rejection.reason if rejection else "Accepted.",
-            data={"code": rejection.code} if rejection else {},
-        )
+        if not may_be_retry:
+            # A generated id has 76 or more random bits: it collides with nothing, so the insert
+            # needs no savepoint to recover from (two round trips fewer on every order).
+            order.save()
+        else:
+            try:
+                with transaction.atomic():
+                    order.save()
+            except IntegrityError:
+                # A concurrent request with the same client order id won (SQLite, or a race
+                # around the account lock): theirs is the order.
+                existing = Order.objects.get(
+                    broker_account=account, client_order_id=client_order_id
+                )
+                return _existing_for_retry(existing, spec), False
+        _creation_event(order, rejection, source).save()
         if rejection is None and enqueue:
             order_id = order.pk
             transaction.on_commit(lambda: _enqueue_submit(order_id), robust=True)
     return order, True
+
+
+def _checked_order(
+    *,
+    team,
+    account: BrokerAccount,
+    spec: OrderSpec,
+    client_order_id: str,
+    placed_by: PlacedBy,
+    idempotency_key: str = "",
+    group: OrderGroup | None = None,
+    sequence: int = 0,
+    instrument_cache: dict | None = None,
+) -> tuple[Order, risk.RiskVerdict | None]:
+    """The unsaved Order for ``spec`` on ``account`` (locked by the caller) after the pre-trade
+    checks: PENDING, or REJECTED with the first check it fails (also returned).
+
+    ``instrument_cache`` shares instrument lookups among the children of one group.
+    """
+    rejection = _pre_trade_rejection(team=team, account=account, spec=spec)
+    instrument = None
+    if rejection is None:
+        lookup = (account.broker, spec.exchange, spec.symbol)
+        try:
+            if instrument_cache is not None and lookup in instrument_cache:
+                instrument = instrument_cache[lookup]
+            else:
+                instrument = instruments.ensure_known_instrument(
+                    broker=account.broker, exchange=spec.exchange, symbol=spec.symbol
+                )
+        except errors.InvalidInstrument as exc:
+            instrument = exc
+        if instrument_cache is not None:
+            instrument_cache[lookup] = instrument
+        if isinstance(instrument, errors.InvalidInstrument):
+            rejection = risk.RiskVerdict("invalid_instrument", instrument.message)
+            instrument = None
+    order = Order(
+        team=team,
+        broker_account=account,
+        group=group,
+        sequence=sequence,
+        client_order_id=client_order_id,
+        idempotency_key=idempotency_key,
+        symbol=spec.symbol,
+        exchange=spec.exchange,
+        broker_symbol=instrument.broker_symbol if instrument else "",
+        broker_token=instrument.broker_token if instrument else "",
+        side=spec.side,
+        quantity=spec.quantity,
+        order_type=spec.order_type,
+        product=spec.product,
+        price=spec.price,
+        trigger_price=spec.trigger_price,
+        validity=spec.validity,
+        reference_price=spec.reference_price,
+        status=S.REJECTED if rejection else S.PENDING,
+        rejection_reason=rejection.reason if rejection else "",
+        placed_by_membership=placed_by.membership,
+        placed_by_api_key=placed_by.api_key,
+        placed_by_schedule=placed_by.schedule,
+        enqueued_at=None if rejection else timezone.now(),
+    )
+    return order, rejection
+
+
+def _creation_event(order: Order, rejection: risk.RiskVerdict | None, source: str) -> OrderEvent:
+    return OrderEvent(
+        order=order,
+        from_status="",
+        to_status=order.status,
+        source=source,
+        message=rejection.reason if rejection else "Accepted.",
+        data={"code": rejection.code} if rejection else {},
+    )
 
 
 def _existing_for_retry(existing: Order, spec: OrderSpec) -> Order:
@@ -360,7 +415,10 @@ def order_group_place(
     order within each account (see ``order_group_submit``).
     """
     placed_by = placed_by or PlacedBy()
-    accounts = sorted(accounts, key=lambda a: a.pk)  # a stable lock order
+    accounts = list(accounts)
+    account_ids = {account.pk for account in accounts if account.team_id == team.pk}
+    if len(account_ids) != len({account.pk for account in accounts}):
+        raise ValueError("A broker account belongs to another team.")
     with transaction.atomic():
         group = OrderGroup.objects.create(
             team=team,
@@ -368,20 +426,50 @@ def order_group_place(
             placed_by_membership=placed_by.membership,
             placed_by_api_key=placed_by.api_key,
         )
-        account_ids = []
-        for account in accounts:
+        # Every account locked (in a stable order) and read with its controls in one query.
+        locked = risk.with_trading_controls(
+            BrokerAccount.objects.select_for_update(of=("self",))
+        ).filter(pk__in=account_ids)
+        children: list[tuple[Order, risk.RiskVerdict | None]] = []
+        instrument_cache: dict = {}
+        for account in locked.order_by("pk"):
+            # Client ids (retries) and orders-per-minute counts need each earlier order stored
+            # before the next check: those accounts take order_place, one child at a time.
+            one_by_one = account.has_risk_limits or any(spec.client_order_id for spec in specs)
             for sequence, spec in enumerate(specs):
-                order, _ = order_place(
-                    team=team,
-                    account=account,
-                    spec=spec,
-                    placed_by=placed_by,
-                    group=group,
-                    sequence=sequence,
-                    enqueue=False,
+                if one_by_one:
+                    order_place(
+                        team=team,
+                        account=account,
+                        spec=spec,
+                        placed_by=placed_by,
+                        group=group,
+                        sequence=sequence,
+                        enqueue=False,
+                    )
+                    continue
+                children.append(
+                    _checked_order(
+                        team=team,
+                        account=account,
+                        spec=spec,
+                        client_order_id=account.adapter_class.new_client_order_id(),
+                        placed_by=placed_by,
+                        group=group,
+                        sequence=sequence,
+                        instrument_cache=instrument_cache,
+                    )
                 )
-                if order.status == S.PENDING and account.pk not in account_ids:
-                    account_ids.append(account.pk)
+        Order.objects.bulk_create([order for order, _ in children])
+        OrderEvent.objects.bulk_create(
+            [_creation_event(order, rejection, EventSource.API) for order, rejection in children]
+        )
+        account_ids = list(
+            group.orders.filter(status=S.PENDING)
+            .order_by("broker_account_id")
+            .values_list("broker_account_id", flat=True)
+            .distinct()
+        )
         if enqueue and account_ids:
             group_id = group.pk
             transaction.on_commit(lambda: _enqueue_group(group_id, account_ids), robust=True)
@@ -419,7 +507,9 @@ def order_submit(*, order_id: int) -> SubmitResult:
         # account row and needs a key-share lock on the team row to insert an order.
         order = (
             Order.objects.select_for_update(of=("self",))
-            .select_related("broker_account", "team")
+            .select_related(
+                "team", "broker_account__session", "broker_account__team__trading_state"
+            )
             .filter(pk=order_id)
             .first()
         )
@@ -458,7 +548,7 @@ def order_submit(*, order_id: int) -> SubmitResult:
 
 def _last_moment_rejection(order: Order) -> tuple[str, str] | None:
     """Checks repeated just before sending: a halt switched on, or an order too old to send."""
-    halted = risk.trading_halt_reason(team=order.team, account=order.broker_account)
+    halted = risk.trading_halt_reason(account=order.broker_account)
     if halted:
         return S.REJECTED, halted
     ttl = setting("ORDERS_PENDING_TTL_SECONDS", 600)
@@ -509,20 +599,36 @@ def _send_and_record(order: Order) -> SubmitResult:
         filled_quantity=order.quantity if ack.status == BrokerStatus.FILLED else None,
         source=EventSource.BROKER,
     )
-    if ack.status == BrokerStatus.FILLED:
-        _fill_details(order)
+    if (
+        order.status == S.FILLED
+        and order.average_price is None
+        and order.broker_account.adapter_class.supports("order_status")
+    ):
+        order_id = order.pk
+        transaction.on_commit(lambda: _enqueue_fill_price_read(order_id), robust=True)
     return SubmitResult(order.pk, order.status)
 
 
-def _fill_details(order: Order) -> None:
+def _enqueue_fill_price_read(order_id: int) -> None:
+    from .tasks import fill_price_read_task
+
+    fill_price_read_task.delay(order_id)
+
+
+def order_fill_price_read(*, order_id: int) -> None:
     """Complete a just-filled order's fill price from the broker (best effort, after the ack).
 
-    Some brokers acknowledge a market order as filled without its price; reading it costs
-    more round trips, so the acknowledgement is recorded first and the price follows.
+    Some brokers acknowledge a market order as filled without its price, and reading it can
+    cost several round trips (Match-Trader reads its whole order book). So the acknowledgement
+    is recorded first and this runs as its own task on the housekeeping queue: the order queue's
+    workers go on sending orders meanwhile.
     """
-    if order.average_price is not None or not order.broker_account.adapter_class.supports(
-        "order_status"
-    ):
+    order = (
+        Order.objects.select_related("broker_account__session")
+        .filter(pk=order_id, status__in=(S.FILLED, S.PARTIALLY_FILLED), average_price__isnull=True)
+        .first()
+    )
+    if order is None or not order.broker_account.adapter_class.supports("order_status"):
         return
     try:
         details = broker_call(

@@ -55,6 +55,12 @@ def _sync_soon(order_id: int) -> None:
         _follow_up(account_orders_sync_task, (account_id,), delay)
 
 
+@shared_task(name="orders.tasks.fill_price_read_task")
+def fill_price_read_task(order_id: int) -> None:
+    """Read a just-filled order's fill price; on housekeeping, so placement never waits for it."""
+    services.order_fill_price_read(order_id=order_id)
+
+
 @shared_task(name="orders.tasks.order_reconcile_task")
 def order_reconcile_task(order_id: int) -> str:
     """Resolve a SUBMITTING or UNKNOWN order from the broker's order book; never resends."""

@@ -12,7 +12,9 @@ JSON from brokers is parsed with ``parse_float=Decimal`` so no float ever touche
 from __future__ import annotations
 
 import enum
+import os
 import secrets
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -341,13 +343,18 @@ class BrokerAdapter:
         self.base_url = (base_url or self.production_base_url).rstrip("/")
         self.throttle = throttle or _no_throttle
         self.on_session_renewed = on_session_renewed
+        # Its own cookies and headers; connections come from the process's shared pool.
         self.http = requests.Session()
+        transport = shared_transport()
+        self.http.mount("https://", transport)
+        self.http.mount("http://", transport)
 
     def __repr__(self) -> str:
         return f"<{self.__class__.__name__} {self.base_url}>"
 
     def close(self) -> None:
-        self.http.close()
+        """Forget this adapter's cookies; its connections stay pooled for the next adapter."""
+        self.http.cookies.clear()
 
     # Description helpers ---------------------------------------------------------------------
 
@@ -514,6 +521,38 @@ class BrokerAdapter:
                 f"Broker sent a non-JSON answer (HTTP {response.status_code}).",
                 http_status=response.status_code,
             ) from exc
+
+
+class SharedTransport(requests.adapters.HTTPAdapter):
+    """Keep-alive connections to brokers, shared by every adapter of one process.
+
+    Adapters are made per call (per account, per task), so a pool of their own would open a TCP
+    (and TLS) connection for every broker call. Connections carry no account state (tokens travel
+    in each request's headers, cookies stay in each adapter's session); urllib3 pools are thread
+    safe and drop a connection the broker closed before reusing it.
+    """
+
+    #: Connections kept per broker host: room for the fan-out threads of one worker process.
+    POOL_SIZE = 64
+
+    def __init__(self):
+        super().__init__(pool_connections=16, pool_maxsize=self.POOL_SIZE)
+
+    def close(self) -> None:  # lives as long as the process; an adapter's close() keeps it
+        return
+
+
+_transport_lock = threading.Lock()
+_transport: tuple[int, SharedTransport] | None = None
+
+
+def shared_transport() -> SharedTransport:
+    """This process's transport; a forked child (a prefork worker) builds its own."""
+    global _transport
+    with _transport_lock:
+        if _transport is None or _transport[0] != os.getpid():
+            _transport = (os.getpid(), SharedTransport())
+        return _transport[1]
 
 
 def _never_sent(exc: requests.exceptions.ConnectionError) -> bool:

@@ -24,6 +24,7 @@ import copy
 import json
 import random
 import re
+import socket
 import threading
 import time
 from collections import deque
@@ -305,7 +306,34 @@ class SimulatorServer(ThreadingHTTPServer):
 
     def __init__(self, simulator: Simulator, host: str = "127.0.0.1", port: int = 0):
         self.simulator = simulator
+        self._open_connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
         super().__init__((host, port), _Handler)
+
+    def process_request(self, request, client_address):
+        with self._connections_lock:
+            self._open_connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request):
+        with self._connections_lock:
+            self._open_connections.discard(request)
+        super().shutdown_request(request)
+
+    def server_close(self) -> None:
+        """Stop listening and cut every kept-alive connection, as a broker going away would."""
+        super().server_close()
+        self.drop_connections()
+
+    def drop_connections(self) -> None:
+        """Cut every open connection: the next request opens a new one (a new handler)."""
+        with self._connections_lock:
+            connections = list(self._open_connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     @property
     def url(self) -> str:

@@ -95,6 +95,7 @@ def sims(running):
         server.simulator.routes[:] = saved[code]
         server.simulator.reset()
         server.server.RequestHandlerClass = _Handler
+        server.server.drop_connections()
 
 
 @pytest.fixture
@@ -336,6 +337,7 @@ def test_a_connection_dropped_in_the_middle_of_the_download_keeps_the_old_table(
     running["zerodha"].server.RequestHandlerClass = type(
         "Truncating", (TruncatingHandler,), {"truncate_paths": frozenset({KITE_MASTER})}
     )
+    running["zerodha"].server.drop_connections()  # kept-alive ones still have the old handler
 
     with pytest.raises(errors.BrokerUnavailable):
         instrument_master_refresh(broker="zerodha", account=account)
