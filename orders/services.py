@@ -861,27 +861,51 @@ def order_group_submit(*, group_id: int, account_ids: list[int]) -> dict[int, fl
 
 
 def run_concurrently(items: list, work: Callable, *, threads: int) -> dict:
-    """``work(item)`` for every item on a thread pool; ``{item: result}`` for non-None results.
+    """``work(item)`` for every item on ``threads`` threads; ``{item: result}`` for non-None.
 
-    Each thread closes its own database connection when done (Django opens one per thread).
+    Each thread takes items from a shared queue until none are left, on one database connection
+    of its own (Django opens one per thread), closed when the thread ends: opening a connection
+    per item would cost a PostgreSQL backend start each time.
     """
-    from concurrent.futures import ThreadPoolExecutor
+    import queue
+    import threading
 
     from django.db import connection, connections
-
-    def run(item):
-        try:
-            return item, work(item)
-        finally:
-            connections.close_all()
 
     # Threads have their own connections: inside a transaction they could not see its rows.
     if threads <= 1 or len(items) <= 1 or connection.in_atomic_block:
         results = [(item, work(item)) for item in items]
-    else:
-        with ThreadPoolExecutor(max_workers=min(threads, len(items))) as pool:
-            results = list(pool.map(run, items))
-    return {item: result for item, result in results if result is not None}
+        return {item: result for item, result in results if result is not None}
+
+    pending: queue.SimpleQueue = queue.SimpleQueue()
+    for item in items:
+        pending.put(item)
+    results: dict = {}
+    failures: list[BaseException] = []
+
+    def drain() -> None:
+        try:
+            while True:
+                try:
+                    item = pending.get_nowait()
+                except queue.Empty:
+                    return
+                result = work(item)
+                if result is not None:
+                    results[item] = result
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+            failures.append(exc)
+        finally:
+            connections.close_all()
+
+    workers = [threading.Thread(target=drain) for _ in range(min(threads, len(items)))]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    if failures:
+        raise failures[0]
+    return results
 
 
 def order_account_children_submit(*, group_id: int, account_id: int) -> float | None:

@@ -140,3 +140,52 @@ def test_fan_out_over_many_accounts_on_postgres_sends_each_once(
     assert Order.objects.filter(group=group, status=OrderStatus.FILLED).count() == 24
     for account in accounts:
         assert len(paper_orders(account)) == 1
+
+
+def test_accepting_a_group_takes_the_same_queries_for_4_accounts_as_for_12(
+    team, paper_account_factory
+):
+    """Children of accounts without risk limits are checked in memory and stored in bulk."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    few = [paper_account_factory(f"Few {i}") for i in range(4)]
+    many = [paper_account_factory(f"Many {i}") for i in range(12)]
+    services.order_group_place(team=team, accounts=few, specs=[spec()], enqueue=False)  # warm
+
+    counts = []
+    for accounts in (few, many):
+        with CaptureQueriesContext(connection) as queries:
+            group = services.order_group_place(
+                team=team, accounts=accounts, specs=[spec(), spec(side="SELL")], enqueue=False
+            )
+        counts.append(len(queries))
+        assert group.orders.filter(status=OrderStatus.PENDING).count() == 2 * len(accounts)
+        assert all(order.events.count() == 1 for order in group.orders.all())
+
+    assert counts[0] == counts[1]
+
+
+def test_a_group_on_an_account_with_risk_limits_checks_each_child_against_the_earlier_ones(
+    team, paper_account_factory
+):
+    """The per-minute limit counts the group's own earlier children on that account."""
+    from orders.models import RiskLimits
+
+    limited, free = paper_account_factory("Limited"), paper_account_factory("Free")
+    RiskLimits.objects.create(team=team, broker_account=limited, max_orders_per_minute=2)
+
+    group = services.order_group_place(
+        team=team, accounts=[limited, free], specs=[spec(), spec(), spec()], enqueue=False
+    )
+
+    statuses = {
+        account.pk: list(
+            group.orders.filter(broker_account=account)
+            .order_by("sequence")
+            .values_list("status", flat=True)
+        )
+        for account in (limited, free)
+    }
+    assert statuses[limited.pk] == [OrderStatus.PENDING, OrderStatus.PENDING, OrderStatus.REJECTED]
+    assert statuses[free.pk] == [OrderStatus.PENDING] * 3
