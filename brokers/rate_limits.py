@@ -157,12 +157,19 @@ def acquire(identity: str, category: str, items) -> None:
     limiter = _limiter()
     deadline = time.monotonic() + MAX_WAIT_SECONDS
     while True:
-        blocked = [item for item in items if not limiter.test(item, identity, category)]
-        if not blocked:
-            # hit() on every window; a concurrent caller may win the last slot, so re-check.
-            if all(limiter.hit(item, identity, category) for item in items):
+        if len(items) == 1:
+            # One window: hit() takes a slot only where there is room, atomically.
+            if limiter.hit(items[0], identity, category):
                 return
-            continue
+            blocked = items
+        else:
+            # Several: test them all first, so waiting for one never spends slots of the others.
+            blocked = [item for item in items if not limiter.test(item, identity, category)]
+            if not blocked:
+                # A concurrent caller may win the last slot of a window, so re-check.
+                if all(limiter.hit(item, identity, category) for item in items):
+                    return
+                continue
         reset_at = max(
             limiter.get_window_stats(item, identity, category).reset_time for item in blocked
         )

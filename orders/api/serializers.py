@@ -4,7 +4,11 @@ import re
 
 from rest_framework import serializers
 
-from algoways.api.serializers import StrictSerializerMixin, TeamScopedRelatedField
+from algoways.api.serializers import (
+    StrictSerializerMixin,
+    TeamScopedRelatedField,
+    TeamScopedRelatedListField,
+)
 from brokers.adapters.base import OrderType, Product, Side, Validity
 from brokers.models import BrokerAccount
 
@@ -222,10 +226,8 @@ class OrderDetailSerializer(OrderSerializer):
 
 
 class OrderGroupCreateSerializer(StrictSerializerMixin, serializers.Serializer):
-    accounts = serializers.ListField(
-        child=TeamScopedRelatedField(queryset=BrokerAccount.objects.all()),
-        min_length=1,
-        max_length=2000,
+    accounts = TeamScopedRelatedListField(
+        queryset=BrokerAccount.objects.all(), min_length=1, max_length=2000
     )
     order = OrderSpecSerializer(required=False)
     orders = OrderSpecSerializer(many=True, required=False)
@@ -299,10 +301,9 @@ class OrderGroupSerializer(serializers.ModelSerializer):
 
     def get_results(self, group) -> list[dict]:
         by_account: dict[int, list] = {}
-        for child in self._children(group):
-            by_account.setdefault(child.broker_account_id, []).append(
-                OrderGroupChildSerializer(child).data
-            )
+        # One list serializer for all children: its fields are built once, not once per child.
+        for row in OrderGroupChildSerializer(self._children(group), many=True).data:
+            by_account.setdefault(row["account"], []).append(row)
         return [{"account": account, "orders": orders} for account, orders in by_account.items()]
 
     def get_summary(self, group) -> dict[str, int]:
