@@ -453,7 +453,7 @@ def _fire(schedule: ScheduledOrder, scheduled_for: datetime, positions) -> FireR
 def _enqueue_group_submit(group_id: int, account_ids: list[int]) -> None:
     from .tasks import order_group_submit_task
 
-    chunk = int(getattr(settings, "ORDERS_FANOUT_CHUNK", 50))
+    chunk = int(getattr(settings, "ORDERS_FANOUT_CHUNK", 64))
     for start in range(0, len(account_ids), chunk):
         order_group_submit_task.delay(group_id, account_ids[start : start + chunk])
 

@@ -487,7 +487,7 @@ def _spec_json(spec: OrderSpec) -> dict:
 def _enqueue_group(group_id: int, account_ids: list[int]) -> None:
     from .tasks import order_group_submit_task
 
-    chunk = int(setting("ORDERS_FANOUT_CHUNK", 50))
+    chunk = int(setting("ORDERS_FANOUT_CHUNK", 64))
     for start in range(0, len(account_ids), chunk):
         order_group_submit_task.delay(group_id, account_ids[start : start + chunk])
 
@@ -848,7 +848,7 @@ def order_group_submit(*, group_id: int, account_ids: list[int]) -> dict[int, fl
     the first child that must wait (retry or reconcile): ``{account_id: seconds}`` says when to
     resume it.
     """
-    threads = int(setting("ORDERS_FANOUT_THREADS", 16))
+    threads = int(setting("ORDERS_FANOUT_THREADS", 32))
     from django.db import connection
 
     if connection.vendor == "sqlite":

@@ -311,6 +311,9 @@ class SimulatorServer(ThreadingHTTPServer):
         super().__init__((host, port), _Handler)
 
     def process_request(self, request, client_address):
+        # Headers and body go out in two writes: without TCP_NODELAY, Nagle holds the body back
+        # until the client's delayed ACK (40 ms) on a kept-alive connection.
+        request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._connections_lock:
             self._open_connections.add(request)
         super().process_request(request, client_address)
