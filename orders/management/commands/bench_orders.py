@@ -1,17 +1,21 @@
 """Benchmark the order pipeline as it runs in production: gunicorn, a Celery worker, Redis, PG.
 
     DATABASE_URL=postgres://... REDIS_URL=redis://.../9 CELERY_BROKER_URL=redis://.../10 \\
-        python manage.py bench_orders --orders 300 --latency-ms 20 --fanout 100,500 --clients 8
+        python manage.py bench_orders --orders 1000 --latency-ms 20 --fanout 100,500 --clients 8
 
 Starts the Match-Trader simulator in this process (a broker over loopback HTTP, credential
 login, configurable latency), a throwaway team with broker accounts and an API key, the web
 server (gunicorn, gthread, as in the Procfile) and a Celery worker as subprocesses, then measures:
 
-1. API accept latency (POST /api/orders/ -> 202) with one client and with ``--clients`` clients
-   on keep-alive connections, and the accepted orders per second;
+1. API accept latency (POST /api/orders/ -> 202) with one client, and with ``--clients``
+   clients started together, and the accepted orders per second. The concurrent clients run in
+   ``--client-processes`` spawned processes (``bench_client``: stdlib ``http.client``, no
+   Django), so neither the GIL of this process, which serves the simulator, nor a heavy HTTP
+   library shapes the figure. Every client, here or there, keeps one connection alive;
 2. end-to-end latency (POST to the broker's acknowledgement recorded in the database) of orders
-   sent one after another, beside the same orders sent as direct adapter calls in the same run:
-   the ratio is the platform's overhead;
+   sent one after another, split by the order's events into accept, queue and worker pickup,
+   and broker call, beside the same orders sent as direct adapter calls in the same run: the
+   ratio is the platform's overhead;
 3. fan-out: one POST /api/order-groups/ to 100 and 500 accounts at ``--fanout-latency-ms``, time
    until every child is acknowledged, against one order's end-to-end time at that latency;
 4. peak memory (VmHWM) of every web and worker process.
@@ -22,7 +26,11 @@ It prints the numbers and asserts nothing. Everything it created is deleted at t
 from __future__ import annotations
 
 import copy
+import http.client
+import json
+import multiprocessing
 import os
+import queue
 import signal
 import socket
 import subprocess
@@ -35,7 +43,6 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 
-import requests
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, connections
@@ -47,6 +54,7 @@ from brokers.models import BrokerAccount
 from brokers.services import broker_account_connect, broker_account_create
 from brokers.simulators.base import RunningSimulator
 from brokers.simulators.matchtrade import MatchTraderSimulator
+from orders.management.bench_client import ApiClient, client_process
 from orders.models import EventSource, Order, OrderEvent, OrderGroup, OrderStatus
 
 S = OrderStatus
@@ -111,6 +119,7 @@ class Subprocess:
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str]):
         self.name = name
+        self.hostname = ""  # a Celery worker's node name
         handle, path = tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".log")
         self.log_path = Path(path)
         self.process = subprocess.Popen(
@@ -152,8 +161,14 @@ class Command(BaseCommand):
     help = "Benchmark order accept, end-to-end latency, fan-out and memory (PostgreSQL + Redis)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--orders", type=int, default=300, help="orders for the accept test")
+        parser.add_argument("--orders", type=int, default=1000, help="orders for the accept test")
         parser.add_argument("--clients", type=int, default=8, help="concurrent HTTP clients")
+        parser.add_argument(
+            "--client-processes",
+            type=int,
+            default=None,
+            help="processes the concurrent clients run in, as threads (default: one per client)",
+        )
         parser.add_argument("--latency-ms", type=int, default=20, help="broker latency")
         parser.add_argument("--e2e-orders", type=int, default=100, help="orders sent one by one")
         parser.add_argument("--fanout", default="100,500", help="account counts for fan-out")
@@ -314,68 +329,76 @@ class Command(BaseCommand):
             env,
         )
         self.processes.append(self.web)
-        self.worker_name = f"bench-{uuid.uuid4().hex[:8]}@%h"
-        self.worker = Subprocess(
-            "worker",
+        # As in the Procfile: the order queue on its own worker, housekeeping (fill-price reads,
+        # syncs, sweeps) on another, so a housekeeping backlog never delays an order.
+        self.worker = self.start_worker(
+            "worker", "orders", self.options["worker_pool"], self.options["worker_concurrency"]
+        )
+        self.housekeeping = self.start_worker("housekeeping", "housekeeping", "prefork", 1)
+        self.wait_for_web()
+        for worker in (self.worker, self.housekeeping):
+            self.wait_for_worker(worker)
+
+    def start_worker(self, name: str, queue: str, pool: str, concurrency: int) -> Subprocess:
+        hostname = f"bench-{name}-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
+        worker = Subprocess(
+            name,
             [
                 str(BIN / "celery"),
                 "-A",
                 "algoways",
                 "worker",
                 "-Q",
-                "orders,housekeeping",
+                queue,
                 "--pool",
-                self.options["worker_pool"],
+                pool,
                 "-c",
-                str(self.options["worker_concurrency"]),
+                str(concurrency),
                 "-n",
-                self.worker_name,
+                hostname,
                 "-l",
                 "WARNING",
                 "--without-gossip",
                 "--without-mingle",
             ],
-            env,
+            self.child_env(),
         )
-        self.processes.append(self.worker)
-        self.wait_for_web()
-        self.wait_for_worker()
+        worker.hostname = hostname
+        self.processes.append(worker)
+        return worker
 
     def wait_for_web(self) -> None:
-        session = self.session()
+        client = self.api_client(timeout=10)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             self.web.check()
             try:
-                if session.get(f"{self.base_url}/api/orders/", timeout=10).status_code == 200:
+                if client.request("GET", "/api/orders/")[1] == 200:
                     return
-            except requests.RequestException:  # not listening yet, or still booting
+            except (OSError, http.client.HTTPException):  # not listening yet, or still booting
                 pass
             time.sleep(0.2)
         raise CommandError(f"The web server did not answer in 30s:\n{self.web.log()}")
 
-    def wait_for_worker(self) -> None:
+    def wait_for_worker(self, worker: Subprocess) -> None:
         from algoways.celery import app
 
-        hostname = self.worker_name.replace("%h", socket.gethostname())
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            self.worker.check()
-            if app.control.ping(destination=[hostname], timeout=0.5):
+            worker.check()
+            if app.control.ping(destination=[worker.hostname], timeout=0.5):
                 return
-        raise CommandError(f"The Celery worker did not answer in 60s:\n{self.worker.log()}")
+        raise CommandError(f"The Celery {worker.name} did not answer in 60s:\n{worker.log()}")
 
-    def session(self) -> requests.Session:
-        session = requests.Session()
-        session.headers["Authorization"] = f"Api-Key {self.api_key}"
-        return session
+    def api_client(self, *, timeout: float = 30) -> ApiClient:
+        return ApiClient(self.base_url, self.api_key, timeout=timeout)
 
     def set_latency(self, latency_ms: int) -> None:
         with self.simulator.lock:
             self.simulator.faults.latency_ms = latency_ms
 
-    def order_body(self, index: int) -> dict:
-        return {
+    def order_body(self, index: int) -> bytes:
+        order = {
             "account": self.pool_accounts[index % len(self.pool_accounts)].pk,
             "symbol": SYMBOL,
             "exchange": EXCHANGE,
@@ -383,48 +406,29 @@ class Command(BaseCommand):
             "quantity": QUANTITY,
             "order_type": "MARKET",
         }
+        return json.dumps(order).encode()
 
     # Measurements ------------------------------------------------------------------------
 
-    def post_order(self, session: requests.Session, index: int, **headers) -> tuple[float, dict]:
-        started = time.perf_counter()
-        response = session.post(
-            f"{self.base_url}/api/orders/", json=self.order_body(index), headers=headers, timeout=30
+    def post_order(self, client: ApiClient, index: int, **headers) -> tuple[float, dict]:
+        elapsed, status, content = client.request(
+            "POST", "/api/orders/", self.order_body(index), headers or None
         )
-        elapsed = time.perf_counter() - started
-        if response.status_code not in (201, 202):
-            raise CommandError(f"POST /api/orders/ -> {response.status_code}: {response.text}")
-        return elapsed, response.json()
+        if status not in (201, 202):
+            raise CommandError(f"POST /api/orders/ -> {status}: {content.decode(errors='replace')}")
+        return elapsed, json.loads(content)
 
     def bench_accept(self) -> dict:
         self.write("Accept latency and throughput...")
-        session = self.session()
+        client = self.api_client()
         for index in range(20):  # warm-up: imports, connections, caches in both web workers
-            self.post_order(session, index)
-        single = [self.post_order(session, index)[0] for index in range(100)]
+            self.post_order(client, index)
+        single = [self.post_order(client, index)[0] for index in range(100)]
+        client.close()
         self.wait_answered(timeout=120)
 
-        clients, total = self.options["clients"], self.options["orders"]
-        latencies: list[float] = []
-        lock = threading.Lock()
-        counter = iter(range(total))
-
-        def client(_):
-            own = self.session()
-            mine = []
-            while True:
-                with lock:
-                    index = next(counter, None)
-                if index is None:
-                    break
-                mine.append(self.post_order(own, index)[0])
-            with lock:
-                latencies.extend(mine)
-
-        started = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=clients) as pool:
-            list(pool.map(client, range(clients)))
-        wall = time.perf_counter() - started
+        total = self.options["orders"]
+        latencies, wall = self.concurrent_posts([self.order_body(index) for index in range(total)])
         drain = self.wait_answered(timeout=300)
         return {
             "single": single,
@@ -433,6 +437,65 @@ class Command(BaseCommand):
             "total": total,
             "drain": drain + wall,
         }
+
+    def client_layout(self) -> tuple[int, int]:
+        """(clients, processes they run in)."""
+        clients = self.options["clients"]
+        return clients, min(self.options["client_processes"] or clients, clients)
+
+    def concurrent_posts(self, bodies: list[bytes]) -> tuple[list[float], float]:
+        """POST ``bodies`` from ``--clients`` clients in their own processes, all starting together.
+
+        Returns every request's latency and the seconds from the common start to the last answer.
+        """
+        clients, processes = self.client_layout()
+        # spawn, not fork: this process runs threads (the simulator's, Celery's), and a client
+        # process needs nothing of it but the bench_client module.
+        context = multiprocessing.get_context("spawn")
+        barrier = context.Barrier(clients + 1)
+        results = context.Queue()
+        shares = [bodies[index::clients] for index in range(clients)]
+        children = [
+            context.Process(
+                target=client_process,
+                args=(
+                    self.base_url,
+                    self.api_key,
+                    "/api/orders/",
+                    shares[number::processes],
+                    barrier,
+                    results,
+                ),
+                daemon=True,
+            )
+            for number in range(processes)
+        ]
+        for child in children:
+            child.start()
+        outcomes = []
+        try:
+            try:
+                barrier.wait(timeout=120)
+            except threading.BrokenBarrierError:
+                raise CommandError("The client processes did not start within 120s.")
+            released = time.perf_counter()
+            while len(outcomes) < clients:
+                try:
+                    outcomes.append(results.get(timeout=1))
+                except queue.Empty:
+                    self.web.check()
+                    if not any(child.is_alive() for child in children):
+                        raise CommandError("A client process died without reporting.")
+        finally:
+            for child in children:
+                child.join(10)
+                if child.is_alive():
+                    child.kill()
+        errors = [error for _, _, error in outcomes if error]
+        if errors:
+            raise CommandError(errors[0])
+        latencies = [latency for mine, _, _ in outcomes for latency in mine]
+        return latencies, max(finished for _, finished, _ in outcomes) - released
 
     def wait_answered(self, *, timeout: float) -> float:
         """Seconds until no order of the team awaits its broker answer."""
@@ -445,34 +508,57 @@ class Command(BaseCommand):
             time.sleep(0.02)
         return time.monotonic() - started
 
-    def end_to_end(self, count: int) -> tuple[list[float], list[float]]:
+    def end_to_end(self, count: int) -> dict[str, list[float]]:
         """``count`` orders one after another, each POST waiting for the broker's answer.
 
-        Returns (POST -> acknowledgement recorded, from the event's timestamp) and
-        (POST -> answered response) per order.
+        Returns ``timings`` of the orders, and under "observed" each POST -> answered response.
         """
-        session = self.session()
+        client = self.api_client()
         sent: dict[int, float] = {}
         observed = []
         for index in range(count):
             started_wall = time.time()
-            elapsed, data = self.post_order(session, index, Prefer="wait=10")
+            elapsed, data = self.post_order(client, index, Prefer="wait=10")
             sent[data["id"]] = started_wall
             observed.append(elapsed)
+        client.close()
         self.wait_answered(timeout=60)
-        return self.ack_delays(sent), observed
+        return {**self.timings(sent), "observed": observed}
 
-    def ack_delays(self, sent: dict[int, float]) -> list[float]:
-        acks: dict[int, float] = {}
-        events = OrderEvent.objects.filter(
-            order_id__in=list(sent), source=EventSource.BROKER, to_status__in=ACK_STATUSES
-        ).values_list("order_id", "created_at")
-        for order_id, created_at in events:
-            acks[order_id] = min(acks.get(order_id, float("inf")), created_at.timestamp())
-        missing = set(sent) - set(acks)
+    def timings(self, sent: dict[int, float]) -> dict[str, list[float]]:
+        """Per order, seconds from ``sent`` (a time.time()) to the broker's ack recorded.
+
+        Also, from the order's events, the segments of that time: "accept" up to the creation
+        event, "queue" from there to SUBMITTING (commit, Redis, a worker's pickup and row lock),
+        "broker" from there to the acknowledgement (the broker call and recording its answer),
+        for the orders that have all three events. Event timestamps are this machine's clock,
+        the same one as ``sent``.
+        """
+        accepted: dict[int, float] = {}
+        submitting: dict[int, float] = {}
+        acked: dict[int, float] = {}
+        events = (
+            OrderEvent.objects.filter(order_id__in=list(sent))
+            .order_by("created_at", "pk")
+            .values_list("order_id", "from_status", "to_status", "source", "created_at")
+        )
+        for order_id, from_status, to_status, source, created_at in events:
+            if not from_status:
+                accepted[order_id] = created_at.timestamp()
+            elif to_status == S.SUBMITTING:
+                submitting.setdefault(order_id, created_at.timestamp())
+            elif source == EventSource.BROKER and to_status in ACK_STATUSES:
+                acked.setdefault(order_id, created_at.timestamp())
+        missing = set(sent) - set(acked)
         if missing:
             raise CommandError(f"{len(missing)} orders were never acknowledged by the broker")
-        return [acks[order_id] - started for order_id, started in sent.items()]
+        complete = sent.keys() & accepted.keys() & submitting.keys()
+        return {
+            "ack": [acked[order_id] - started for order_id, started in sent.items()],
+            "accept": [accepted[order_id] - sent[order_id] for order_id in complete],
+            "queue": [submitting[order_id] - accepted[order_id] for order_id in complete],
+            "broker": [acked[order_id] - submitting[order_id] for order_id in complete],
+        }
 
     def direct_calls(self, count: int, *, read_fills: bool) -> list[float]:
         """The same orders straight through the adapter, one keep-alive adapter per account."""
@@ -511,16 +597,14 @@ class Command(BaseCommand):
         count = self.options["e2e_orders"]
         self.write(f"End to end, {count} orders one by one, beside direct adapter calls...")
         self.end_to_end(10)  # warm-up
-        ack, observed = self.end_to_end(count)
-        direct = self.direct_calls(count, read_fills=False)
-        direct_fills = self.direct_calls(count, read_fills=True)
-        return {"ack": ack, "observed": observed, "direct": direct, "direct_fills": direct_fills}
+        results = self.end_to_end(count)
+        results["direct"] = self.direct_calls(count, read_fills=False)
+        results["direct_fills"] = self.direct_calls(count, read_fills=True)
+        return results
 
     def bench_fanout(self, sizes: list[int]) -> dict:
         self.write(f"Fan-out to {sizes} accounts at {self.options['fanout_latency_ms']} ms...")
-        single, _ = self.end_to_end(20)
-        session = self.session()
-        results = {"single": single, "groups": []}
+        results = {"single": self.end_to_end(20)["ack"], "groups": []}
         for size in sizes:
             body = {
                 "accounts": self.account_ids[:size],
@@ -532,17 +616,20 @@ class Command(BaseCommand):
                     "order_type": "MARKET",
                 },
             }
-            started_wall, started = time.time(), time.perf_counter()
-            response = session.post(f"{self.base_url}/api/order-groups/", json=body, timeout=120)
-            accepted = time.perf_counter() - started
-            if response.status_code != 202:
-                raise CommandError(f"POST /api/order-groups/ -> {response.status_code}")
-            group_id = response.json()["id"]
+            started_wall = time.time()
+            accepted, status, content = self.api_client(timeout=120).request(
+                "POST", "/api/order-groups/", json.dumps(body).encode()
+            )
+            if status != 202:
+                raise CommandError(
+                    f"POST /api/order-groups/ -> {status}: {content.decode(errors='replace')}"
+                )
+            group_id = json.loads(content)["id"]
             self.wait_answered(timeout=300)
             children = dict.fromkeys(
                 Order.objects.filter(group_id=group_id).values_list("pk", flat=True), started_wall
             )
-            delays = self.ack_delays(children)
+            delays = self.timings(children)["ack"]
             results["groups"].append(
                 {
                     "size": size,
@@ -554,24 +641,30 @@ class Command(BaseCommand):
         return results
 
     def memory(self) -> dict:
-        return {"web": self.web.peak_rss(), "worker": self.worker.peak_rss()}
+        return {
+            "web": self.web.peak_rss(),
+            "worker": self.worker.peak_rss(),
+            "housekeeping": self.housekeeping.peak_rss(),
+        }
 
     # Report ------------------------------------------------------------------------------
 
     def report(self, results: dict, elapsed: float) -> None:
         o = self.options
         accept, e2e = results["accept"], results["e2e"]
+        clients, processes = self.client_layout()
         lines = [
             "",
             f"bench_orders: Match-Trader simulator, PostgreSQL, Redis; web gunicorn "
             f"{o['web_workers']}x{o['web_threads']} gthread; worker {o['worker_pool']} "
-            f"-c {o['worker_concurrency']}; {os.cpu_count()} CPUs",
+            f"-c {o['worker_concurrency']} on the orders queue, prefork -c 1 on housekeeping; "
+            f"{os.cpu_count()} CPUs",
             "",
             "API accept (POST /api/orders/ -> 202)",
             f"  1 client, keep-alive      p50 {ms(percentile(accept['single'], 50))}"
             f"   p90 {ms(percentile(accept['single'], 90))}"
             f"   p99 {ms(percentile(accept['single'], 99))}",
-            f"  {o['clients']} clients, {accept['total']} orders"
+            f"  {clients} clients in {processes} processes, {accept['total']} orders"
             f"   p50 {ms(percentile(accept['latencies'], 50))}"
             f"   p99 {ms(percentile(accept['latencies'], 99))}"
             f"   throughput {accept['total'] / accept['wall']:.0f} orders/s",
@@ -589,6 +682,9 @@ class Command(BaseCommand):
             f"   p99 {ms(percentile(e2e['ack'], 99))}",
             f"  POST -> answer (wait=10)    p50 {ms(percentile(e2e['observed'], 50))}"
             f"   p99 {ms(percentile(e2e['observed'], 99))}",
+            f"  where the time goes (p50): accept {ms(percentile(e2e['accept'], 50))},"
+            f" queue+pickup {ms(percentile(e2e['queue'], 50))},"
+            f" broker call+record {ms(percentile(e2e['broker'], 50))}",
             f"  direct place_order          p50 {ms(direct_p50)}"
             f"   p99 {ms(percentile(e2e['direct'], 99))}",
             f"  direct place + fills read   p50 {ms(fills_p50)}"
@@ -617,6 +713,7 @@ class Command(BaseCommand):
             "Peak memory (VmHWM per process, MiB)",
             f"  web:    {', '.join(f'{v:.0f}' for v in memory['web'])}  (master first)",
             f"  worker: {', '.join(f'{v:.0f}' for v in memory['worker'])}  (main first)",
+            f"  housekeeping worker: {', '.join(f'{v:.0f}' for v in memory['housekeeping'])}",
             "",
             f"Finished in {elapsed:.0f}s.",
         ]
