@@ -145,9 +145,10 @@ class KeepaliveDeferred(Exception):
     """No slot in the broker's login budget within the wait limit; try again next sweep."""
 
 
-def _keepalive_slot(account: BrokerAccount) -> None:
+def _keepalive_slot(account: BrokerAccount) -> float | None:
     """Wait for the next free slot in the broker host's shared renewal pace (all workers, all
-    teams): one login or refresh per ``SCHEDULE_HEADROOM / keepalive_rate`` seconds.
+    teams): one login or refresh per ``SCHEDULE_HEADROOM / keepalive_rate`` seconds. Returns the
+    slot's start (epoch seconds), or None for a broker with no login limit.
 
     The per-account throttle inside the adapter keeps each account within its own limits; this
     keeps the sum of every account's renewals within the broker's login rate whatever the
@@ -156,7 +157,7 @@ def _keepalive_slot(account: BrokerAccount) -> None:
     """
     rate = keepalive_rate(account.adapter_class)
     if math.isinf(rate):
-        return
+        return None
     width = SCHEDULE_HEADROOM / rate
     host = account.base_url or account.adapter_class.production_base_url
     key = f"keepalive-slot:{account.broker}:{host}"
@@ -168,7 +169,7 @@ def _keepalive_slot(account: BrokerAccount) -> None:
         # The key must outlive the slot's start: later callers only try slots still to come.
         if cache.add(f"{key}:{slot}", 1, math.ceil(start - now + width) + 1):
             time.sleep(max(0.0, start - time.time()))
-            return
+            return start
         slot += 1
     raise KeepaliveDeferred()
 
