@@ -113,6 +113,12 @@ if DATABASE_URL:
     DATABASES = {
         "default": dj_database_url.parse(DATABASE_URL, conn_max_age=600, conn_health_checks=True)
     }
+    if env_bool("DATABASE_PREPARED_STATEMENTS", True):
+        # Parameters bound by the server, so PostgreSQL can keep each query's plan: psycopg
+        # prepares a statement on its second run. Planning the order queries' joins cost up to
+        # 1.5 ms each. Set DATABASE_PREPARED_STATEMENTS=0 behind a pooler that cannot keep
+        # prepared statements (PgBouncer in transaction mode before 1.21).
+        DATABASES["default"]["OPTIONS"] = {"server_side_binding": True, "prepare_threshold": 2}
 else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
@@ -176,6 +182,9 @@ else:
     # so an unacked order task is never handed to a second worker while the first still works.
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
     CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+# Celery's Django fix-up closes every database connection around every task unless this is set;
+# algoways.celery recycles them as Django does around requests instead (CONN_MAX_AGE).
+CELERY_DB_REUSE_MAX = 1_000_000_000
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
