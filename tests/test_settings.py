@@ -20,6 +20,7 @@ READ_BY_SETTINGS = [
     "SECRET_KEY",
     "FERNET_KEYS",
     "DATABASE_URL",
+    "DATABASE_PREPARED_STATEMENTS",
     "REDIS_URL",
     "CELERY_BROKER_URL",
     "SQLITE_PATH",
@@ -130,6 +131,16 @@ def test_database_url_switches_to_postgresql(tmp_path):
         6543,
     )
     assert db["CONN_MAX_AGE"] == 600
+    # Server-side binding with prepared statements: PostgreSQL keeps each query's plan.
+    assert db["OPTIONS"] == {"server_side_binding": True, "prepare_threshold": 2}
+
+
+def test_prepared_statements_can_be_switched_off_for_a_pooler(tmp_path):
+    found = settings_with(
+        tmp_path, DATABASE_URL="postgres://db.internal/algoways", DATABASE_PREPARED_STATEMENTS="0"
+    )
+    assert "server_side_binding" not in found["db"]["OPTIONS"]
+    assert "prepare_threshold" not in found["db"]["OPTIONS"]
 
 
 def test_redis_url_switches_the_cache_to_redis(tmp_path):
