@@ -21,6 +21,7 @@ READ_BY_SETTINGS = [
     "FERNET_KEYS",
     "DATABASE_URL",
     "DATABASE_PREPARED_STATEMENTS",
+    "DATABASE_POOL_MAX_SIZE",
     "REDIS_URL",
     "CELERY_BROKER_URL",
     "SQLITE_PATH",
@@ -130,9 +131,21 @@ def test_database_url_switches_to_postgresql(tmp_path):
         "db.internal",
         6543,
     )
-    assert db["CONN_MAX_AGE"] == 600
-    # Server-side binding with prepared statements: PostgreSQL keeps each query's plan.
-    assert db["OPTIONS"] == {"server_side_binding": True, "prepare_threshold": 2}
+    # A connection pool per process (connections are handed back, not kept per thread), and
+    # server-side binding with prepared statements: PostgreSQL keeps each query's plan.
+    assert db["CONN_MAX_AGE"] == 0
+    assert db["OPTIONS"] == {
+        "pool": {"min_size": 1, "max_size": 40, "max_idle": 60, "timeout": 30},
+        "server_side_binding": True,
+        "prepare_threshold": 2,
+    }
+
+
+def test_the_pool_size_is_set_by_the_environment(tmp_path):
+    found = settings_with(
+        tmp_path, DATABASE_URL="postgres://db.internal/algoways", DATABASE_POOL_MAX_SIZE="64"
+    )
+    assert found["db"]["OPTIONS"]["pool"]["max_size"] == 64
 
 
 def test_prepared_statements_can_be_switched_off_for_a_pooler(tmp_path):
