@@ -113,14 +113,23 @@ if DATABASE_URL:
     # A pool of connections per process (psycopg_pool): a thread that closes its connection
     # hands it back, the next thread (a request, a task, a fan-out thread) takes it, so no
     # PostgreSQL backend is started per task or per fan-out thread. Idle ones close after a
-    # minute; DATABASE_POOL_MAX_SIZE bounds a process (fan-out threads plus a few).
+    # minute; DATABASE_POOL_MAX_SIZE bounds a process (fan-out threads plus a few). Without
+    # the pool (DATABASE_POOL=0, e.g. behind PgBouncer) each thread keeps its own connection.
+    DATABASE_POOL = env_bool("DATABASE_POOL", True)
     DATABASE_POOL_MAX_SIZE = int(env("DATABASE_POOL_MAX_SIZE", "40"))
     DATABASES = {
-        "default": dj_database_url.parse(DATABASE_URL, conn_max_age=0, conn_health_checks=True)
+        "default": dj_database_url.parse(
+            DATABASE_URL, conn_max_age=0 if DATABASE_POOL else 600, conn_health_checks=True
+        )
     }
-    DATABASES["default"]["OPTIONS"] = {
-        "pool": {"min_size": 1, "max_size": DATABASE_POOL_MAX_SIZE, "max_idle": 60, "timeout": 30}
-    }
+    DATABASES["default"]["OPTIONS"] = {}
+    if DATABASE_POOL:
+        DATABASES["default"]["OPTIONS"]["pool"] = {
+            "min_size": 1,
+            "max_size": DATABASE_POOL_MAX_SIZE,
+            "max_idle": 60,
+            "timeout": 30,
+        }
     if env_bool("DATABASE_PREPARED_STATEMENTS", True):
         # Parameters bound by the server, so PostgreSQL can keep each query's plan: psycopg
         # prepares a statement on its second run. Planning the order queries' joins cost up to

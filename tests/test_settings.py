@@ -21,6 +21,7 @@ READ_BY_SETTINGS = [
     "FERNET_KEYS",
     "DATABASE_URL",
     "DATABASE_PREPARED_STATEMENTS",
+    "DATABASE_POOL",
     "DATABASE_POOL_MAX_SIZE",
     "REDIS_URL",
     "CELERY_BROKER_URL",
@@ -139,6 +140,14 @@ def test_database_url_switches_to_postgresql(tmp_path):
         "server_side_binding": True,
         "prepare_threshold": 2,
     }
+
+
+def test_without_the_pool_each_thread_keeps_its_own_connection(tmp_path):
+    found = settings_with(
+        tmp_path, DATABASE_URL="postgres://db.internal/algoways", DATABASE_POOL="0"
+    )
+    assert "pool" not in found["db"]["OPTIONS"]
+    assert found["db"]["CONN_MAX_AGE"] == 600
 
 
 def test_the_pool_size_is_set_by_the_environment(tmp_path):
