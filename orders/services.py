@@ -29,6 +29,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from brokers import instruments
@@ -514,33 +515,71 @@ def order_submit(*, order_id: int) -> SubmitResult:
             return SubmitResult(order_id, order.status)
         else:
             found_in_flight = False
-            # Read inside the lock: the halt switches as they are now, the session to send with.
-            order.broker_account = BrokerAccount.objects.select_related(
-                "session", "team__trading_state"
-            ).get(pk=order.broker_account_id)
-            last_moment = _last_moment_rejection(order)
-            if last_moment is not None:
-                to_status, reason = last_moment
-                order_transition(
-                    order=order,
-                    to_status=to_status,
-                    source=EventSource.TASK,
-                    message=reason,
-                    rejection_reason=reason,
-                )
+            if not _claim_for_sending([order]):
                 return SubmitResult(order_id, order.status)
-            order_transition(
-                order=order,
-                to_status=S.SUBMITTING,
-                source=EventSource.TASK,
-                message=f"Sending to the broker (attempt {order.submit_attempts + 1}).",
-                submitted_at=timezone.now(),
-                submit_attempts=order.submit_attempts + 1,
-            )
     if found_in_flight:
         # A redelivered task (the worker died mid-submit) or a sweep: ask, never resend.
         return order_reconcile(order_id=order_id)
     return _send(order)
+
+
+def _claim_for_sending(orders: list[Order]) -> list[Order]:
+    """Move PENDING ``orders``, whose rows the caller's transaction has locked, to SUBMITTING.
+
+    Reads their accounts (with sessions and halt switches, as they are now, inside the lock) in
+    one query, closes instead those failing a last-moment check (a halt, too old to send), and
+    moves the rest with one UPDATE and one insert of their events. Returns the orders to send;
+    the caller commits before sending them.
+    """
+    accounts = BrokerAccount.objects.select_related("session", "team__trading_state").in_bulk(
+        {order.broker_account_id for order in orders}
+    )
+    to_send = []
+    for order in orders:
+        order.broker_account = accounts[order.broker_account_id]
+        last_moment = _last_moment_rejection(order)
+        if last_moment is None:
+            check_transition(order.status, S.SUBMITTING)
+            to_send.append(order)
+            continue
+        to_status, reason = last_moment
+        order_transition(
+            order=order,
+            to_status=to_status,
+            source=EventSource.TASK,
+            message=reason,
+            rejection_reason=reason,
+        )
+    if not to_send:
+        return []
+    now = timezone.now()
+    with transaction.atomic(savepoint=False):
+        updated = Order.objects.filter(
+            pk__in=[order.pk for order in to_send], status=S.PENDING
+        ).update(
+            status=S.SUBMITTING,
+            updated_at=now,
+            submitted_at=now,
+            submit_attempts=F("submit_attempts") + 1,
+        )
+        if updated != len(to_send):  # the caller's locks make this impossible; never send then
+            raise OrderChanged("An order changed while its row was locked.")
+        for order in to_send:
+            order.status, order.updated_at, order.submitted_at = S.SUBMITTING, now, now
+            order.submit_attempts += 1
+        OrderEvent.objects.bulk_create(
+            OrderEvent(
+                order=order,
+                from_status=S.PENDING,
+                to_status=S.SUBMITTING,
+                source=EventSource.TASK,
+                message=f"Sending to the broker (attempt {order.submit_attempts}).",
+                data={},
+                created_at=now,
+            )
+            for order in to_send
+        )
+    return to_send
 
 
 def _last_moment_rejection(order: Order) -> tuple[str, str] | None:
@@ -839,22 +878,64 @@ def _apply_broker_state(
 def order_group_submit(*, group_id: int, account_ids: list[int]) -> dict[int, float]:
     """Submit a group's children on ``account_ids`` concurrently, one thread per account.
 
-    The broker calls are I/O: a pool of threads keeps many accounts in flight at once, so 500
-    accounts cost about 500 / ORDERS_FANOUT_THREADS round trips of time, not 500. Within one
-    account the children go one after another in ``sequence`` order, and an account stops at
-    the first child that must wait (retry or reconcile): ``{account_id: seconds}`` says when to
-    resume it.
+    The first child of every account is claimed for sending in one transaction (one locking
+    read, one UPDATE); then a pool of threads keeps many accounts' broker calls in flight at
+    once, so 500 accounts cost about 500 / ORDERS_FANOUT_THREADS round trips of time, not 500.
+    Within one account the children go one after another in ``sequence`` order, and an account
+    stops at the first child that must wait (retry or reconcile): ``{account_id: seconds}`` says
+    when to resume it.
     """
     threads = int(setting("ORDERS_FANOUT_THREADS", 32))
     from django.db import connection
 
     if connection.vendor == "sqlite":
         threads = 1  # SQLite has one writer at a time: threads would only fight over its lock
+    claimed, one_by_one = _group_heads_claim(group_id=group_id, account_ids=account_ids)
     return run_concurrently(
-        account_ids,
-        lambda account_id: order_account_children_submit(group_id=group_id, account_id=account_id),
+        sorted(claimed.keys() | one_by_one),
+        lambda account_id: order_account_children_submit(
+            group_id=group_id,
+            account_id=account_id,
+            claimed=claimed.get(account_id),
+            more=account_id in one_by_one,
+        ),
         threads=threads,
     )
+
+
+def _group_heads_claim(*, group_id: int, account_ids: list[int]) -> tuple[dict, set]:
+    """Claim for sending the first unanswered child of each account, if it is PENDING.
+
+    Returns ``({account_id: claimed order}, accounts needing the one-by-one path)``: those with
+    more children, and those whose first child was not claimed here (already SUBMITTING or
+    UNKNOWN, locked by a sweep or reconciliation, or closed by a last-moment check).
+    """
+    unanswered = (
+        Order.objects.filter(
+            group_id=group_id,
+            broker_account_id__in=account_ids,
+            status__in=[S.PENDING, S.SUBMITTING, S.UNKNOWN],
+        )
+        .order_by("broker_account_id", "sequence", "pk")
+        .values_list("pk", "broker_account_id", "status")
+    )
+    heads: dict[int, int] = {}
+    one_by_one: set[int] = set()
+    for order_id, account_id, status in unanswered:
+        if account_id in heads or account_id in one_by_one:
+            one_by_one.add(account_id)
+        elif status == S.PENDING:
+            heads[account_id] = order_id
+        else:
+            one_by_one.add(account_id)
+    with transaction.atomic():
+        # SKIP LOCKED: a child another worker holds is left to the one-by-one path, which waits.
+        locked = Order.objects.select_for_update(skip_locked=True).filter(
+            pk__in=heads.values(), status=S.PENDING
+        )
+        claimed = {order.broker_account_id: order for order in _claim_for_sending(list(locked))}
+    one_by_one |= heads.keys() - claimed.keys()
+    return claimed, one_by_one
 
 
 def run_concurrently(items: list, work: Callable, *, threads: int) -> dict:
@@ -905,8 +986,24 @@ def run_concurrently(items: list, work: Callable, *, threads: int) -> dict:
     return results
 
 
-def order_account_children_submit(*, group_id: int, account_id: int) -> float | None:
-    """Send one account's children of a group in sequence; seconds until a resume, or None."""
+def order_account_children_submit(
+    *, group_id: int, account_id: int, claimed: Order | None = None, more: bool = True
+) -> float | None:
+    """Send one account's children of a group in sequence; seconds until a resume, or None.
+
+    ``claimed`` is the account's first child, already SUBMITTING (``_group_heads_claim``): it is
+    sent first. With ``more`` False nothing else of the account's is left to look for.
+    """
+    if claimed is not None:
+        try:
+            result = _send(claimed)
+        except Exception:  # noqa: BLE001 - one account's failure must not stop the others
+            logger.exception("Submitting order %s of group %s failed", claimed.pk, group_id)
+            return _reconcile_delay()
+        if not result.settled:
+            return result.retry_in if result.retry_in is not None else result.reconcile_in
+        if not more:
+            return None
     children = Order.objects.filter(
         group_id=group_id,
         broker_account_id=account_id,

@@ -142,6 +142,68 @@ def test_fan_out_over_many_accounts_on_postgres_sends_each_once(
         assert len(paper_orders(account)) == 1
 
 
+def test_sending_a_group_claims_every_accounts_first_child_with_one_update(
+    team, paper_account_factory
+):
+    """PENDING -> SUBMITTING for the first child of all accounts at once, not one per child."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    accounts = [paper_account_factory(f"Acc {i}") for i in range(6)]
+    group = services.order_group_place(team=team, accounts=accounts, specs=[spec()], enqueue=False)
+    with CaptureQueriesContext(connection) as queries:
+        resume = services.order_group_submit(
+            group_id=group.pk, account_ids=[a.pk for a in accounts]
+        )
+    assert resume == {}
+    claims = [q["sql"] for q in queries if "SET \"status\" = 'submitting'" in q["sql"]]
+    assert len(claims) == 1
+    for order in group.orders.all():
+        assert order.status == OrderStatus.FILLED
+        assert order.submit_attempts == 1
+        assert list(order.events.values_list("to_status", flat=True).order_by("pk")) == [
+            "pending",
+            "submitting",
+            "filled",
+        ]
+    for account in accounts:
+        assert len(paper_orders(account)) == 1
+
+
+def test_a_halt_switched_on_after_placing_stops_that_accounts_children_only(
+    team, paper_account_factory
+):
+    accounts = [paper_account_factory(f"Acc {i}") for i in range(3)]
+    group = services.order_group_place(
+        team=team, accounts=accounts, specs=[spec(), spec(side="SELL")], enqueue=False
+    )
+    services.trading_halt_set(team=team, account=accounts[1], halted=True)
+    services.order_group_submit(group_id=group.pk, account_ids=[a.pk for a in accounts])
+    halted = group.orders.filter(broker_account=accounts[1])
+    assert set(halted.values_list("status", flat=True)) == {OrderStatus.REJECTED}
+    assert all("halted" in order.rejection_reason for order in halted)
+    assert paper_orders(accounts[1]) == []
+    for account in (accounts[0], accounts[2]):
+        assert [o.side for o in paper_orders(account)] == ["BUY", "SELL"]
+
+
+def test_a_redelivered_group_task_reconciles_a_child_left_submitting_and_never_resends(
+    team, paper_account_factory
+):
+    """The worker died after claiming: the child is SUBMITTING and reached the broker or not."""
+    accounts = [paper_account_factory(f"Acc {i}") for i in range(2)]
+    group = services.order_group_place(team=team, accounts=accounts, specs=[spec()], enqueue=False)
+    services.order_group_submit(group_id=group.pk, account_ids=[a.pk for a in accounts])
+    sent = group.orders.get(broker_account=accounts[0])
+    Order.objects.filter(pk=sent.pk).update(status=OrderStatus.SUBMITTING)  # as left by a crash
+    resume = services.order_group_submit(group_id=group.pk, account_ids=[a.pk for a in accounts])
+    assert resume == {}
+    sent.refresh_from_db()
+    assert sent.status == OrderStatus.FILLED  # found in the broker's book by its client id
+    assert len(paper_orders(accounts[0])) == 1
+    assert len(paper_orders(accounts[1])) == 1
+
+
 def test_accepting_a_group_takes_the_same_queries_for_4_accounts_as_for_12(
     team, paper_account_factory
 ):
