@@ -296,12 +296,10 @@ def test_429_storm_every_order_placed_none_twice(start_worker, account, api_key,
     assert Decimal(sum(o.quantity for o in orders)) == Decimal("0.10")
 
 
-def test_fan_out_from_a_fresh_worker_reaches_each_account_once(
-    start_worker, team, account, api_key, matchtrade
-):
-    # A fresh worker's first broker calls are the group's, from many threads at once.
-    accounts = [account]
-    for index in range(2, 11):
+def accounts_at_matchtrade(team, first, matchtrade, count: int) -> list:
+    """``first`` and more accounts of the team on the simulator, ``count`` in all."""
+    accounts = [first]
+    for index in range(2, count + 1):
         extra = broker_account_create(
             team=team,
             broker="matchtrade",
@@ -311,8 +309,11 @@ def test_fan_out_from_a_fresh_worker_reaches_each_account_once(
         )
         broker_account_connect(account=extra)
         accounts.append(extra)
-    start_worker()
-    body = {"accounts": [a.pk for a in accounts], "order": order_body(account)}
+    return accounts
+
+
+def post_group(api_key: str, accounts: list) -> list[int]:
+    body = {"accounts": [a.pk for a in accounts], "order": order_body(accounts[0])}
     del body["order"]["account"]
     response = client_for(api_key).post("/api/order-groups/", body, format="json")
     assert response.status_code == 202, response.data
@@ -320,6 +321,41 @@ def test_fan_out_from_a_fresh_worker_reaches_each_account_once(
         Order.objects.filter(group_id=response.data["id"]).values_list("pk", flat=True)
     )
     assert len(order_ids) == len(accounts)
-    orders = answered(order_ids, timeout=30)
+    return order_ids
+
+
+def test_fan_out_from_a_fresh_worker_reaches_each_account_once(
+    start_worker, team, account, api_key, matchtrade
+):
+    # A fresh worker's first broker calls are the group's, from many threads at once.
+    accounts = accounts_at_matchtrade(team, account, matchtrade, 10)
+    start_worker()
+    orders = answered(post_group(api_key, accounts), timeout=30)
     assert {order.status for order in orders} == {S.FILLED}
+    assert_each_reached_the_broker_once(matchtrade, orders)
+
+
+def test_worker_killed_mid_fan_out_every_child_settles_once(
+    start_worker, team, account, api_key, matchtrade
+):
+    """The children were claimed together and were all at the broker when the worker died."""
+    accounts = accounts_at_matchtrade(team, account, matchtrade, 6)
+    worker = start_worker()
+    matchtrade.faults(slow_ms=3000)  # the worker's threads sit inside the broker calls
+    order_ids = post_group(api_key, accounts)
+    wait_until(
+        lambda: matchtrade.requests_to("position/open") >= len(accounts),
+        timeout=20,
+        message=f"The children never left the worker:\n{worker.log()}",
+    )
+    time.sleep(0.5)
+    worker.kill9()
+    statuses = set(Order.objects.filter(pk__in=order_ids).values_list("status", flat=True))
+    assert statuses == {S.SUBMITTING}
+
+    matchtrade.faults(slow_ms=0)
+    start_worker()
+    orders = answered(order_ids, timeout=60, sweep=True)
+    assert {order.status for order in orders} == {S.FILLED}
+    assert all(order.events.filter(to_status=S.SUBMITTING).count() == 1 for order in orders)
     assert_each_reached_the_broker_once(matchtrade, orders)
