@@ -17,7 +17,8 @@ app.autodiscover_tasks(related_name="schedule_tasks")  # orders/schedule_tasks.p
 @task_postrun.connect
 def database_connections_recycle(sender=None, **kwargs) -> None:
     """Around each task, what Django does around each request: drop a broken or too old
-    database connection, keep a good one (CONN_MAX_AGE), health-check it on first use.
+    database connection, keep a good one (CONN_MAX_AGE) or hand it back to the process's pool
+    (DATABASE_POOL), health-check it on first use.
 
     Celery's own Django fix-up closes every connection around every task instead, unless
     CELERY_DB_REUSE_MAX is set (settings.py sets it): a new PostgreSQL connection per task cost

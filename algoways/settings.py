@@ -200,7 +200,7 @@ else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
     CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
 # Celery's Django fix-up closes every database connection around every task unless this is set;
-# algoways.celery recycles them as Django does around requests instead (CONN_MAX_AGE).
+# algoways.celery recycles them as Django does around requests instead (pool or CONN_MAX_AGE).
 CELERY_DB_REUSE_MAX = 1_000_000_000
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

@@ -942,8 +942,8 @@ def run_concurrently(items: list, work: Callable, *, threads: int) -> dict:
     """``work(item)`` for every item on ``threads`` threads; ``{item: result}`` for non-None.
 
     Each thread takes items from a shared queue until none are left, on one database connection
-    of its own (Django opens one per thread), closed when the thread ends: opening a connection
-    per item would cost a PostgreSQL backend start each time.
+    of its own (Django keeps one per thread), closed when the thread ends: handed back to the
+    process's pool on PostgreSQL (settings.DATABASE_POOL), so no backend starts per thread.
     """
     import queue
     import threading
