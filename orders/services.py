@@ -19,6 +19,7 @@ The life of an order:
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
 from collections.abc import Callable, Iterable
@@ -29,7 +30,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from brokers import instruments
@@ -187,34 +187,107 @@ def order_transition(
     no longer has the status ``order`` says it has (a compare-and-set, so that a worker without
     a lock cannot overwrite another's change). Either way nothing is written.
     """
-    from_status = order.status
-    check_transition(from_status, to_status)
-    now = timezone.now()
+    change = _transition(
+        order,
+        to_status=to_status,
+        source=source,
+        message=message,
+        broker_status=broker_status,
+        data=data,
+        now=timezone.now(),
+        **fields,
+    )
+    _transitions_write([change], from_status=order.status)
+    return change[2]
+
+
+def _transition(
+    order: Order,
+    *,
+    to_status: str,
+    source: str,
+    now,
+    message: str = "",
+    broker_status: str = "",
+    data: dict | None = None,
+    **fields,
+) -> tuple[Order, dict, OrderEvent]:
+    """One status change of ``order``, not written yet: (order, row values, event).
+
+    Raises IllegalTransition for a move the state machine forbids.
+    """
+    check_transition(order.status, to_status)
     values = {"status": to_status, "updated_at": now, **fields}
     if broker_status:
         values["broker_status"] = broker_status[:64]
-    # No savepoint inside a caller's transaction (two round trips saved on every change): the
-    # block raises nothing of its own, OrderChanged is raised after it.
-    with transaction.atomic(savepoint=False):
-        updated = Order.objects.filter(pk=order.pk, status=from_status).update(**values)
-        if updated:
-            event = OrderEvent.objects.create(
-                order=order,
-                from_status=from_status,
-                to_status=to_status,
-                source=source,
-                broker_status=broker_status[:64],
-                message=message,
-                data=data or {},
-                created_at=now,
+    event = OrderEvent(
+        order=order,
+        from_status=order.status,
+        to_status=to_status,
+        source=source,
+        broker_status=broker_status[:64],
+        message=message,
+        data=data or {},
+        created_at=now,
+    )
+    return order, values, event
+
+
+def _transitions_write(changes: list[tuple[Order, dict, OrderEvent]], *, from_status: str) -> None:
+    """Write status changes of orders that are all ``from_status`` and their events; the orders
+    then hold the new values.
+
+    A compare-and-set: when a row is no longer ``from_status`` (another worker changed it),
+    raises OrderChanged and nothing is written. One change is a plain UPDATE inside the caller's
+    transaction; several are one UPDATE (each row its own values) in a savepoint, so that a
+    partial match is undone without spoiling the caller's transaction.
+    """
+    if not changes:
+        return
+    if len(changes) == 1:
+        order, values, _ = changes[0]
+        # No savepoint (two round trips saved on every change): nothing in the block raises.
+        with transaction.atomic(savepoint=False):
+            written = Order.objects.filter(pk=order.pk, status=from_status).update(**values) == 1
+            if written:
+                _events_write(changes)
+    else:
+        written = _bulk_write(changes, from_status=from_status)
+    if not written:
+        raise OrderChanged(f"An order is no longer {from_status}.")
+    for order, values, _ in changes:
+        for name, value in values.items():
+            setattr(order, name, value)
+
+
+def _bulk_write(changes: list[tuple[Order, dict, OrderEvent]], *, from_status: str) -> bool:
+    rows = []
+    for order, values, _ in changes:
+        row = copy.copy(order)  # bulk_update reads the new values from the objects
+        for name, value in values.items():
+            setattr(row, name, value)
+        rows.append(row)
+    fields = sorted({name for _, values, _ in changes for name in values})
+    try:
+        with transaction.atomic():
+            if Order.objects.filter(status=from_status).bulk_update(rows, fields) != len(rows):
+                raise OrderChanged(f"An order is no longer {from_status}.")
+            _events_write(changes)
+    except OrderChanged:
+        return False
+    return True
+
+
+def _events_write(changes: list[tuple[Order, dict, OrderEvent]]) -> None:
+    """Insert the changes' events; a waiting API request hears of each order settled, once
+    committed."""
+    OrderEvent.objects.bulk_create([event for _, _, event in changes])
+    for order, _, event in changes:
+        if event.to_status != event.from_status and event.to_status not in notify.IN_FLIGHT:
+            order_id = order.pk
+            transaction.on_commit(
+                lambda order_id=order_id: notify.order_settled(order_id), robust=True
             )
-            if to_status != from_status and to_status not in (S.PENDING, S.SUBMITTING):
-                transaction.on_commit(lambda: notify.order_settled(order.pk), robust=True)
-    if not updated:
-        raise OrderChanged(f"Order {order.pk} is no longer {from_status}.")
-    for name, value in values.items():
-        setattr(order, name, value)
-    return event
 
 
 # Placing -------------------------------------------------------------------------------------
@@ -539,7 +612,6 @@ def _claim_for_sending(orders: list[Order]) -> list[Order]:
         order.broker_account = accounts[order.broker_account_id]
         last_moment = _last_moment_rejection(order)
         if last_moment is None:
-            check_transition(order.status, S.SUBMITTING)
             to_send.append(order)
             continue
         to_status, reason = last_moment
@@ -550,35 +622,22 @@ def _claim_for_sending(orders: list[Order]) -> list[Order]:
             message=reason,
             rejection_reason=reason,
         )
-    if not to_send:
-        return []
     now = timezone.now()
-    with transaction.atomic(savepoint=False):
-        updated = Order.objects.filter(
-            pk__in=[order.pk for order in to_send], status=S.PENDING
-        ).update(
-            status=S.SUBMITTING,
-            updated_at=now,
-            submitted_at=now,
-            submit_attempts=F("submit_attempts") + 1,
-        )
-        if updated != len(to_send):  # the caller's locks make this impossible; never send then
-            raise OrderChanged("An order changed while its row was locked.")
-        for order in to_send:
-            order.status, order.updated_at, order.submitted_at = S.SUBMITTING, now, now
-            order.submit_attempts += 1
-        OrderEvent.objects.bulk_create(
-            OrderEvent(
-                order=order,
-                from_status=S.PENDING,
+    _transitions_write(
+        [
+            _transition(
+                order,
                 to_status=S.SUBMITTING,
                 source=EventSource.TASK,
-                message=f"Sending to the broker (attempt {order.submit_attempts}).",
-                data={},
-                created_at=now,
+                now=now,
+                message=f"Sending to the broker (attempt {order.submit_attempts + 1}).",
+                submitted_at=now,
+                submit_attempts=order.submit_attempts + 1,
             )
             for order in to_send
-        )
+        ],
+        from_status=S.PENDING,
+    )
     return to_send
 
 
@@ -594,61 +653,112 @@ def _last_moment_rejection(order: Order) -> tuple[str, str] | None:
 
 
 def _send(order: Order) -> SubmitResult:
+    """Send a claimed (SUBMITTING) order to its broker and record the answer."""
+    return _answers_record([(order, _broker_answer(order))])[order.pk]
+
+
+def _broker_answer(order: Order) -> OrderAck | Exception:
+    """The broker's answer to placing ``order``: its acknowledgement, or the error it raised."""
+    request = order_request(order)
     try:
-        return _send_and_record(order)
+        return broker_call(order.broker_account, lambda adapter: adapter.place_order(request))
+    except Exception as exc:  # noqa: BLE001 - every failure is recorded, by its kind
+        return exc
+
+
+def _answers_record(answers: list[tuple[Order, OrderAck | Exception]]) -> dict[int, SubmitResult]:
+    """Record the brokers' answers to SUBMITTING orders: ``{order id: result}``.
+
+    Acknowledgements are written together (one UPDATE, one insert of events), failures one by
+    one. An order no longer SUBMITTING had its outcome recorded first by a reconciliation (a
+    redelivered task, the sweeper), from the broker's own book: that record stands.
+    """
+    acks = [(order, answer) for order, answer in answers if isinstance(answer, OrderAck)]
+    results = _acks_record(acks) if acks else {}
+    for order, answer in answers:
+        if not isinstance(answer, OrderAck):
+            results[order.pk] = _failure_record(order, answer)
+    return results
+
+
+def _acks_record(acks: list[tuple[Order, OrderAck]]) -> dict[int, SubmitResult]:
+    now = timezone.now()
+    changes = []
+    for order, ack in acks:
+        change = _broker_state_change(
+            order,
+            status=ack.status,
+            broker_status=ack.raw_status,
+            message=ack.message or "Acknowledged by the broker.",
+            broker_order_id=ack.broker_order_id,
+            filled_quantity=order.quantity if ack.status == BrokerStatus.FILLED else None,
+            source=EventSource.BROKER,
+        )
+        if change is not None:
+            changes.append(_transition(order, now=now, **change))
+    try:
+        with transaction.atomic():
+            _transitions_write(changes, from_status=S.SUBMITTING)
+            fills = [order.pk for order, _, _ in changes if _fill_price_missing(order)]
+            if fills:
+                transaction.on_commit(lambda: _enqueue_fill_prices_read(fills), robust=True)
     except OrderChanged:
-        # A reconciliation (a redelivered task, the sweeper) recorded the outcome first, from
-        # the broker's own book: that record stands.
+        if len(acks) > 1:  # some were recorded first: the others one by one
+            return {
+                order_id: result for ack in acks for order_id, result in _acks_record([ack]).items()
+            }
+        acks[0][0].refresh_from_db()
+    return {order.pk: SubmitResult(order.pk, order.status) for order, _ in acks}
+
+
+def _failure_record(order: Order, exc: Exception) -> SubmitResult:
+    """Record a placement that failed, by how: retried later, rejected, or unknown (reconciled
+    against the broker's book, never resent)."""
+    try:
+        if isinstance(exc, errors.RateLimited):
+            # Back off by the broker's Retry-After (capped: a countdown must stay well inside
+            # the queue's visibility timeout); without one, the usual backoff.
+            cap = float(setting("ORDERS_RETRY_MAX_SECONDS", 60.0))
+            delay = min(float(exc.retry_after), cap) if exc.retry_after is not None else None
+            return _back_to_pending(order, exc, delay if delay is not None else _backoff(order))
+        if isinstance(exc, errors.BrokerUnavailable):
+            return _back_to_pending(order, exc, _backoff(order))
+        if isinstance(exc, errors.SessionExpired):
+            return _reject(order, SESSION_EXPIRED_REASON, exc)
+        if isinstance(
+            exc,
+            (
+                errors.OrderRejected,
+                errors.InputError,
+                errors.NotSupported,
+                errors.AuthError,
+                errors.NotFound,
+            ),
+        ):
+            return _reject(order, str(exc), exc)
+        if isinstance(exc, errors.OutcomeUnknown):
+            return _unknown(order, exc.message, exc)
+        # An adapter bug or a garbled answer after sending: the broker may have the order.
+        logger.error("Placing order %s failed unexpectedly", order.pk, exc_info=exc)
+        return _unknown(order, f"Unexpected failure while sending: {exc}", exc)
+    except OrderChanged:
         order.refresh_from_db()
         return SubmitResult(order.pk, order.status)
 
 
-def _send_and_record(order: Order) -> SubmitResult:
-    request = order_request(order)
-    try:
-        ack = broker_call(order.broker_account, lambda adapter: adapter.place_order(request))
-    except errors.RateLimited as exc:
-        # Back off by the broker's Retry-After (capped: a countdown must stay well inside the
-        # queue's visibility timeout); without one, the usual backoff.
-        cap = float(setting("ORDERS_RETRY_MAX_SECONDS", 60.0))
-        delay = min(float(exc.retry_after), cap) if exc.retry_after is not None else None
-        return _back_to_pending(order, exc, delay if delay is not None else _backoff(order))
-    except errors.BrokerUnavailable as exc:
-        return _back_to_pending(order, exc, _backoff(order))
-    except errors.SessionExpired as exc:
-        return _reject(order, SESSION_EXPIRED_REASON, exc)
-    except (errors.OrderRejected, errors.InputError, errors.NotSupported, errors.AuthError) as exc:
-        return _reject(order, str(exc), exc)
-    except errors.NotFound as exc:
-        return _reject(order, str(exc), exc)
-    except errors.OutcomeUnknown as exc:
-        return _unknown(order, exc.message, exc)
-    except Exception as exc:  # noqa: BLE001 - an adapter bug or a garbled answer after sending
-        logger.exception("Placing order %s failed unexpectedly", order.pk)
-        return _unknown(order, f"Unexpected failure while sending: {exc}", exc)
-    _apply_broker_state(
-        order,
-        status=ack.status,
-        broker_status=ack.raw_status,
-        message=ack.message or "Acknowledged by the broker.",
-        broker_order_id=ack.broker_order_id,
-        filled_quantity=order.quantity if ack.status == BrokerStatus.FILLED else None,
-        source=EventSource.BROKER,
-    )
-    if (
+def _fill_price_missing(order: Order) -> bool:
+    """Filled, its price not given with the acknowledgement, and the broker can tell it."""
+    return (
         order.status == S.FILLED
         and order.average_price is None
         and order.broker_account.adapter_class.supports("order_status")
-    ):
-        order_id = order.pk
-        transaction.on_commit(lambda: _enqueue_fill_price_read(order_id), robust=True)
-    return SubmitResult(order.pk, order.status)
+    )
 
 
-def _enqueue_fill_price_read(order_id: int) -> None:
+def _enqueue_fill_prices_read(order_ids: list[int]) -> None:
     from .tasks import fill_price_read_task
 
-    fill_price_read_task.delay(order_id)
+    fill_price_read_task.delay(order_ids)
 
 
 def order_fill_price_read(*, order_id: int) -> None:
@@ -826,7 +936,16 @@ def order_reconcile(*, order_id: int) -> SubmitResult:
         return SubmitResult(order_id, order.status)
 
 
-def _apply_broker_state(
+def _apply_broker_state(order: Order, **state) -> bool:
+    """Record what the broker says about ``order``; True when anything changed."""
+    change = _broker_state_change(order, **state)
+    if change is None:
+        return False
+    order_transition(order=order, **change)
+    return True
+
+
+def _broker_state_change(
     order: Order,
     *,
     status: BrokerStatus,
@@ -836,8 +955,9 @@ def _apply_broker_state(
     broker_order_id: str = "",
     filled_quantity: Decimal | None = None,
     average_price: Decimal | None = None,
-) -> bool:
-    """Record what the broker says about ``order``; True when anything changed."""
+) -> dict | None:
+    """What the broker's word on ``order`` changes, as ``order_transition`` arguments; None for
+    nothing."""
     target = STATUS_FROM_BROKER[BrokerStatus(status)]
     fields: dict[str, Any] = {}
     if filled_quantity is not None and filled_quantity != order.filled_quantity:
@@ -851,39 +971,38 @@ def _apply_broker_state(
         fields["broker_order_id"] = broker_order_id
     new_broker_status = bool(broker_status) and broker_status[:64] != order.broker_status
     if target == order.status and not fields and not new_broker_status:
-        return False
+        return None
     if target == S.REJECTED:
         fields["rejection_reason"] = message or broker_status or "Rejected by the broker."
     if message:
         fields["broker_message"] = message[:2000]
-    order_transition(
-        order=order,
-        to_status=target,
-        source=source,
-        message=message,
-        broker_status=broker_status,
-        data={
+    return {
+        "to_status": target,
+        "source": source,
+        "message": message,
+        "broker_status": broker_status,
+        "data": {
             key: str(value) if value is not None else None
             for key, value in fields.items()
             if key in ("filled_quantity", "average_price", "broker_order_id")
         },
         **fields,
-    )
-    return True
+    }
 
 
 # Groups ---------------------------------------------------------------------------------------
 
 
 def order_group_submit(*, group_id: int, account_ids: list[int]) -> dict[int, float]:
-    """Submit a group's children on ``account_ids`` concurrently, one thread per account.
+    """Submit a group's children on ``account_ids`` concurrently, accounts at once.
 
     The first child of every account is claimed for sending in one transaction (one locking
     read, one UPDATE); then a pool of threads keeps many accounts' broker calls in flight at
-    once, so 500 accounts cost about 500 / ORDERS_FANOUT_THREADS round trips of time, not 500.
-    Within one account the children go one after another in ``sequence`` order, and an account
-    stops at the first child that must wait (retry or reconcile): ``{account_id: seconds}`` says
-    when to resume it.
+    once, so 500 accounts cost about 500 / ORDERS_FANOUT_THREADS round trips of time, not 500,
+    while this thread records the answers as they come, together (one UPDATE for those arrived
+    meanwhile). Within one account the children go one after another in ``sequence`` order, and
+    an account stops at the first child that must wait (retry or reconcile):
+    ``{account_id: seconds}`` says when to resume it.
     """
     threads = int(setting("ORDERS_FANOUT_THREADS", 32))
     from django.db import connection
@@ -891,16 +1010,37 @@ def order_group_submit(*, group_id: int, account_ids: list[int]) -> dict[int, fl
     if connection.vendor == "sqlite":
         threads = 1  # SQLite has one writer at a time: threads would only fight over its lock
     claimed, one_by_one = _group_heads_claim(group_id=group_id, account_ids=account_ids)
-    return run_concurrently(
-        sorted(claimed.keys() | one_by_one),
-        lambda account_id: order_account_children_submit(
-            group_id=group_id,
-            account_id=account_id,
-            claimed=claimed.get(account_id),
-            more=account_id in one_by_one,
-        ),
-        threads=threads,
+    resume: dict[int, float] = {}
+
+    def record(answered: list[tuple[Order, OrderAck | Exception]]) -> None:
+        try:
+            results = _answers_record(answered)
+        except Exception:  # noqa: BLE001 - left SUBMITTING: the resumed task reconciles them
+            logger.exception("Recording the answers of group %s failed", group_id)
+            results = {
+                order.pk: SubmitResult(order.pk, order.status, reconcile_in=_reconcile_delay())
+                for order, _ in answered
+            }
+        for order, _ in answered:
+            result = results[order.pk]
+            if not result.settled:
+                resume[order.broker_account_id] = (
+                    result.retry_in if result.retry_in is not None else result.reconcile_in
+                )
+                one_by_one.discard(order.broker_account_id)
+
+    run_concurrently(list(claimed.values()), _broker_answer, threads=threads, on_results=record)
+    # Accounts with more children, or whose first child was not claimed here: one by one.
+    resume.update(
+        run_concurrently(
+            sorted(one_by_one - resume.keys()),
+            lambda account_id: order_account_children_submit(
+                group_id=group_id, account_id=account_id
+            ),
+            threads=threads,
+        )
     )
+    return resume
 
 
 def _group_heads_claim(*, group_id: int, account_ids: list[int]) -> tuple[dict, set]:
@@ -938,8 +1078,13 @@ def _group_heads_claim(*, group_id: int, account_ids: list[int]) -> tuple[dict, 
     return claimed, one_by_one
 
 
-def run_concurrently(items: list, work: Callable, *, threads: int) -> dict:
+def run_concurrently(
+    items: list, work: Callable, *, threads: int, on_results: Callable | None = None
+) -> dict:
     """``work(item)`` for every item on ``threads`` threads; ``{item: result}`` for non-None.
+
+    With ``on_results``, the calling thread is handed the results while the threads go on, in
+    lists of ``(item, result)``: everything finished since its last call.
 
     Each thread takes items from a shared queue until none are left, on one database connection
     of its own (Django keeps one per thread), closed when the thread ends: handed back to the
@@ -950,15 +1095,23 @@ def run_concurrently(items: list, work: Callable, *, threads: int) -> dict:
 
     from django.db import connection, connections
 
+    results: dict = {}
+
+    def deliver(batch: list) -> None:
+        results.update((item, result) for item, result in batch if result is not None)
+        if on_results is not None:
+            on_results(batch)
+
     # Threads have their own connections: inside a transaction they could not see its rows.
     if threads <= 1 or len(items) <= 1 or connection.in_atomic_block:
-        results = [(item, work(item)) for item in items]
-        return {item: result for item, result in results if result is not None}
+        for item in items:
+            deliver([(item, work(item))])
+        return results
 
     pending: queue.SimpleQueue = queue.SimpleQueue()
     for item in items:
         pending.put(item)
-    results: dict = {}
+    finished: queue.SimpleQueue = queue.SimpleQueue()
     failures: list[BaseException] = []
 
     def drain() -> None:
@@ -968,9 +1121,7 @@ def run_concurrently(items: list, work: Callable, *, threads: int) -> dict:
                     item = pending.get_nowait()
                 except queue.Empty:
                     return
-                result = work(item)
-                if result is not None:
-                    results[item] = result
+                finished.put((item, work(item)))
         except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
             failures.append(exc)
         finally:
@@ -979,31 +1130,32 @@ def run_concurrently(items: list, work: Callable, *, threads: int) -> dict:
     workers = [threading.Thread(target=drain) for _ in range(min(threads, len(items)))]
     for worker in workers:
         worker.start()
-    for worker in workers:
-        worker.join()
+    try:
+        delivered = 0
+        while delivered < len(items):
+            try:
+                batch = [finished.get(timeout=0.1)]
+            except queue.Empty:
+                if any(worker.is_alive() for worker in workers) or not finished.empty():
+                    continue
+                break  # the threads ended early: a failure, raised below
+            while True:
+                try:
+                    batch.append(finished.get_nowait())
+                except queue.Empty:
+                    break
+            delivered += len(batch)
+            deliver(batch)
+    finally:
+        for worker in workers:
+            worker.join()
     if failures:
         raise failures[0]
     return results
 
 
-def order_account_children_submit(
-    *, group_id: int, account_id: int, claimed: Order | None = None, more: bool = True
-) -> float | None:
-    """Send one account's children of a group in sequence; seconds until a resume, or None.
-
-    ``claimed`` is the account's first child, already SUBMITTING (``_group_heads_claim``): it is
-    sent first. With ``more`` False nothing else of the account's is left to look for.
-    """
-    if claimed is not None:
-        try:
-            result = _send(claimed)
-        except Exception:  # noqa: BLE001 - one account's failure must not stop the others
-            logger.exception("Submitting order %s of group %s failed", claimed.pk, group_id)
-            return _reconcile_delay()
-        if not result.settled:
-            return result.retry_in if result.retry_in is not None else result.reconcile_in
-        if not more:
-            return None
+def order_account_children_submit(*, group_id: int, account_id: int) -> float | None:
+    """Send one account's children of a group in sequence; seconds until a resume, or None."""
     children = Order.objects.filter(
         group_id=group_id,
         broker_account_id=account_id,

@@ -56,9 +56,12 @@ def _sync_soon(order_id: int) -> None:
 
 
 @shared_task(name="orders.tasks.fill_price_read_task")
-def fill_price_read_task(order_id: int) -> None:
-    """Read a just-filled order's fill price; on housekeeping, so placement never waits for it."""
-    services.order_fill_price_read(order_id=order_id)
+def fill_price_read_task(order_ids: list[int] | int) -> None:
+    """Read just-filled orders' fill prices (those acknowledged together, such as a fan-out's);
+    on housekeeping, so placement never waits for it. An int is a message queued by an earlier
+    release, one order per task."""
+    for order_id in [order_ids] if isinstance(order_ids, int) else order_ids:
+        services.order_fill_price_read(order_id=order_id)
 
 
 @shared_task(name="orders.tasks.order_reconcile_task")

@@ -1,0 +1,126 @@
+"""Brokers' answers to orders sent together (a fan-out) are recorded together: one UPDATE and one
+insert of events for the acknowledgements, failures one by one, and never over an outcome that
+a reconciliation recorded first."""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+
+from brokers.adapters import errors
+from brokers.adapters.base import OrderAck
+from brokers.adapters.base import OrderStatus as BrokerStatus
+from orders import services
+from orders.models import Order, OrderStatus
+
+from .conftest import spec
+
+S = OrderStatus
+
+
+def claimed_orders(team, accounts) -> list[Order]:
+    """One order per account, claimed for sending (SUBMITTING), as a fan-out leaves them."""
+    ids = [
+        services.order_place(team=team, account=account, spec=spec(), enqueue=False)[0].pk
+        for account in accounts
+    ]
+    with transaction.atomic():
+        locked = list(Order.objects.select_for_update().filter(pk__in=ids).order_by("pk"))
+        return services._claim_for_sending(locked)
+
+
+def order_updates(queries) -> list[str]:
+    return [q["sql"] for q in queries if q["sql"].startswith('UPDATE "orders_order"')]
+
+
+def test_acknowledgements_of_several_orders_are_written_with_one_update(
+    team, paper_account_factory
+):
+    orders = claimed_orders(team, [paper_account_factory(f"Acc {i}") for i in range(4)])
+    answers = [
+        (order, OrderAck(f"B{index}", BrokerStatus.OPEN, "open", "Working."))
+        for index, order in enumerate(orders)
+    ]
+    with CaptureQueriesContext(connection) as queries:
+        results = services._answers_record(answers)
+
+    assert len(order_updates(queries)) == 1
+    assert {result.status for result in results.values()} == {S.OPEN}
+    for index, order in enumerate(orders):
+        order.refresh_from_db()
+        assert (order.status, order.broker_order_id, order.broker_status) == (
+            S.OPEN,
+            f"B{index}",
+            "open",
+        )
+        assert list(order.events.values_list("to_status", flat=True).order_by("pk")) == [
+            S.PENDING,
+            S.SUBMITTING,
+            S.OPEN,
+        ]
+
+
+def test_an_outcome_recorded_first_by_a_reconciliation_stands(team, paper_account_factory):
+    orders = claimed_orders(team, [paper_account_factory(f"Acc {i}") for i in range(3)])
+    reconciled = orders[1]
+    # A reconciliation found it in the broker's book first (a redelivered task, the sweeper).
+    services.order_transition(
+        order=Order.objects.get(pk=reconciled.pk),
+        to_status=S.FILLED,
+        source="sync",
+        message="Found in the broker's order book.",
+        filled_quantity=Decimal(10),
+    )
+    answers = [(order, OrderAck("B", BrokerStatus.OPEN, "open")) for order in orders]
+
+    results = services._answers_record(answers)
+
+    assert results[reconciled.pk].status == S.FILLED
+    reconciled.refresh_from_db()
+    assert reconciled.status == S.FILLED
+    assert not reconciled.events.filter(to_status=S.OPEN).exists()
+    for order in (orders[0], orders[2]):
+        order.refresh_from_db()
+        assert order.status == S.OPEN
+
+
+def test_failures_among_acknowledgements_are_recorded_by_their_kind(team, paper_account_factory):
+    orders = claimed_orders(team, [paper_account_factory(f"Acc {i}") for i in range(4)])
+    answers = [
+        (orders[0], OrderAck("B0", BrokerStatus.FILLED, "filled")),
+        (orders[1], errors.OutcomeUnknown("Read timed out after sending.")),
+        (orders[2], errors.OrderRejected("Market closed.")),
+        (orders[3], errors.BrokerUnavailable("503 from the broker.")),
+    ]
+    results = services._answers_record(answers)
+
+    statuses = [Order.objects.get(pk=order.pk).status for order in orders]
+    assert statuses == [S.FILLED, S.UNKNOWN, S.REJECTED, S.PENDING]
+    assert results[orders[1].pk].reconcile_in is not None  # asked about, never resent
+    assert results[orders[3].pk].retry_in is not None  # certainly not taken: sent again later
+    assert Order.objects.get(pk=orders[2].pk).rejection_reason == "Market closed."
+
+
+def test_results_are_handed_over_while_the_threads_go_on():
+    release = threading.Event()
+    batches: list[list] = []
+
+    def work(item):
+        if item >= 4:
+            release.wait(5)  # the last items finish only once the first were handed over
+        return item * 10
+
+    def on_results(batch):
+        batches.append(batch)
+        if sum(len(b) for b in batches) >= 4:
+            release.set()
+
+    results = services.run_concurrently(list(range(8)), work, threads=8, on_results=on_results)
+
+    assert results == {item: item * 10 for item in range(8)}
+    handed = [item for batch in batches for item, _ in batch]
+    assert sorted(handed) == list(range(8))  # each exactly once
+    assert len(batches) >= 2
