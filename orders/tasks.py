@@ -61,7 +61,10 @@ def fill_price_read_task(order_ids: list[int] | int) -> None:
     on housekeeping, so placement never waits for it. An int is a message queued by an earlier
     release, one order per task."""
     for order_id in [order_ids] if isinstance(order_ids, int) else order_ids:
-        services.order_fill_price_read(order_id=order_id)
+        try:
+            services.order_fill_price_read(order_id=order_id)
+        except Exception:  # noqa: BLE001 - best effort: the others still get theirs, syncs later
+            logger.exception("Reading the fill price of order %s failed", order_id)
 
 
 @shared_task(name="orders.tasks.order_reconcile_task")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from decimal import Decimal
 
+from celery.signals import task_prerun
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
@@ -124,3 +125,33 @@ def test_results_are_handed_over_while_the_threads_go_on():
     handed = [item for batch in batches for item, _ in batch]
     assert sorted(handed) == list(range(8))  # each exactly once
     assert len(batches) >= 2
+
+
+def test_fill_prices_of_orders_acknowledged_together_are_read_by_one_task(
+    team, paper_account_factory, django_capture_on_commit_callbacks
+):
+    orders = claimed_orders(team, [paper_account_factory(f"Acc {i}") for i in range(3)])
+    # The paper broker's own answers, acknowledged as filled without their price.
+    answers = [
+        (order, OrderAck(ack.broker_order_id, BrokerStatus.FILLED, "filled"))
+        for order in orders
+        for ack in [services._broker_answer(order)]
+    ]
+    fill_reads = []
+
+    def count(sender=None, args=(), **kwargs):
+        if sender.name == "orders.tasks.fill_price_read_task":
+            fill_reads.append(list(args))
+
+    task_prerun.connect(count)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            services._answers_record(answers)
+    finally:
+        task_prerun.disconnect(count)
+
+    assert fill_reads == [[[order.pk for order in orders]]]  # one task, all three
+    for order in orders:
+        order.refresh_from_db()
+        assert order.status == S.FILLED
+        assert order.average_price == Decimal("1500")
