@@ -996,13 +996,13 @@ def _broker_state_change(
 def order_group_submit(*, group_id: int, account_ids: list[int]) -> dict[int, float]:
     """Submit a group's children on ``account_ids`` concurrently, accounts at once.
 
-    The first child of every account is claimed for sending in one transaction (one locking
-    read, one UPDATE); then a pool of threads keeps many accounts' broker calls in flight at
-    once, so 500 accounts cost about 500 / ORDERS_FANOUT_THREADS round trips of time, not 500,
-    while this thread records the answers as they come, together (one UPDATE for those arrived
-    meanwhile). Within one account the children go one after another in ``sequence`` order, and
-    an account stops at the first child that must wait (retry or reconcile):
-    ``{account_id: seconds}`` says when to resume it.
+    A pool of threads keeps many accounts' broker calls in flight at once, so 500 accounts cost
+    about 500 / ORDERS_FANOUT_THREADS round trips of time, not 500. An account with one child to
+    send (a trade copied across accounts) has it claimed with the others' in one transaction,
+    and this thread records the answers as they come, together (one UPDATE for those arrived
+    meanwhile). An account with several (a basket) sends them one after another in ``sequence``
+    order on a thread of the same pool. An account stops at the first child that must wait
+    (retry or reconcile): ``{account_id: seconds}`` says when to resume it.
     """
     threads = int(setting("ORDERS_FANOUT_THREADS", 32))
     from django.db import connection
@@ -1012,69 +1012,71 @@ def order_group_submit(*, group_id: int, account_ids: list[int]) -> dict[int, fl
     claimed, one_by_one = _group_heads_claim(group_id=group_id, account_ids=account_ids)
     resume: dict[int, float] = {}
 
-    def record(answered: list[tuple[Order, OrderAck | Exception]]) -> None:
-        try:
-            results = _answers_record(answered)
-        except Exception:  # noqa: BLE001 - left SUBMITTING: the resumed task reconciles them
-            logger.exception("Recording the answers of group %s failed", group_id)
-            results = {
-                order.pk: SubmitResult(order.pk, order.status, reconcile_in=_reconcile_delay())
-                for order, _ in answered
-            }
-        for order, _ in answered:
-            result = results[order.pk]
-            if not result.settled:
-                resume[order.broker_account_id] = (
-                    result.retry_in if result.retry_in is not None else result.reconcile_in
-                )
-                one_by_one.discard(order.broker_account_id)
+    def send(item: Order | int):
+        if isinstance(item, Order):  # claimed: the broker call only, recorded by record()
+            return _broker_answer(item)
+        return order_account_children_submit(group_id=group_id, account_id=item)
 
-    run_concurrently(list(claimed.values()), _broker_answer, threads=threads, on_results=record)
-    # Accounts with more children, or whose first child was not claimed here: one by one.
-    resume.update(
-        run_concurrently(
-            sorted(one_by_one - resume.keys()),
-            lambda account_id: order_account_children_submit(
-                group_id=group_id, account_id=account_id
-            ),
-            threads=threads,
-        )
-    )
+    def record(finished: list) -> None:
+        answered = [(item, result) for item, result in finished if isinstance(item, Order)]
+        for account_id, delay in _group_answers_record(group_id, answered).items():
+            resume[account_id] = delay
+        for item, delay in finished:
+            if not isinstance(item, Order) and delay is not None:
+                resume[item] = delay
+
+    run_concurrently([*claimed, *sorted(one_by_one)], send, threads=threads, on_results=record)
     return resume
 
 
-def _group_heads_claim(*, group_id: int, account_ids: list[int]) -> tuple[dict, set]:
-    """Claim for sending the first unanswered child of each account, if it is PENDING.
-
-    Returns ``({account_id: claimed order}, accounts needing the one-by-one path)``: those with
-    more children, and those whose first child was not claimed here (already SUBMITTING or
-    UNKNOWN, locked by a sweep or reconciliation, or closed by a last-moment check).
-    """
-    unanswered = (
-        Order.objects.filter(
-            group_id=group_id,
-            broker_account_id__in=account_ids,
-            status__in=[S.PENDING, S.SUBMITTING, S.UNKNOWN],
+def _group_answers_record(
+    group_id: int, answered: list[tuple[Order, OrderAck | Exception]]
+) -> dict[int, float]:
+    """Record answers to claimed children; ``{account_id: seconds}`` for those that must wait."""
+    if not answered:
+        return {}
+    try:
+        results = _answers_record(answered)
+    except Exception:  # noqa: BLE001 - left SUBMITTING: the resumed task reconciles them
+        logger.exception("Recording the answers of group %s failed", group_id)
+        return {order.broker_account_id: _reconcile_delay() for order, _ in answered}
+    return {
+        order.broker_account_id: (
+            result.retry_in if result.retry_in is not None else result.reconcile_in
         )
-        .order_by("broker_account_id", "sequence", "pk")
-        .values_list("pk", "broker_account_id", "status")
-    )
-    heads: dict[int, int] = {}
-    one_by_one: set[int] = set()
+        for order, _ in answered
+        for result in [results[order.pk]]
+        if not result.settled
+    }
+
+
+def _group_heads_claim(*, group_id: int, account_ids: list[int]) -> tuple[list[Order], set]:
+    """Claim for sending the child of each account that has exactly one left, if PENDING.
+
+    Returns ``(claimed orders, accounts for the one-by-one path)``: those with several children
+    left, and those whose child was not claimed here (already SUBMITTING or UNKNOWN, locked by a
+    sweep or reconciliation, or closed by a last-moment check).
+    """
+    unanswered = Order.objects.filter(
+        group_id=group_id,
+        broker_account_id__in=account_ids,
+        status__in=[S.PENDING, S.SUBMITTING, S.UNKNOWN],
+    ).values_list("pk", "broker_account_id", "status")
+    children: dict[int, list[tuple[int, str]]] = {}
     for order_id, account_id, status in unanswered:
-        if account_id in heads or account_id in one_by_one:
-            one_by_one.add(account_id)
-        elif status == S.PENDING:
-            heads[account_id] = order_id
-        else:
-            one_by_one.add(account_id)
+        children.setdefault(account_id, []).append((order_id, status))
+    single = {
+        account_id: rows[0][0]
+        for account_id, rows in children.items()
+        if len(rows) == 1 and rows[0][1] == S.PENDING
+    }
     with transaction.atomic():
         # SKIP LOCKED: a child another worker holds is left to the one-by-one path, which waits.
         locked = Order.objects.select_for_update(skip_locked=True).filter(
-            pk__in=heads.values(), status=S.PENDING
+            pk__in=single.values(), status=S.PENDING
         )
-        claimed = {order.broker_account_id: order for order in _claim_for_sending(list(locked))}
-    one_by_one |= heads.keys() - claimed.keys()
+        claimed = _claim_for_sending(list(locked))
+    one_by_one = children.keys() - {order.broker_account_id for order in claimed}
     return claimed, one_by_one
 
 
