@@ -11,7 +11,13 @@ from django.db import connection, transaction
 
 from algoways.celery import app, database_connections_recycle
 
-pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.skipif(
+        connection.vendor != "postgresql",
+        reason="needs PostgreSQL: the connection pool (SQLite keeps one in-process connection)",
+    ),
+    pytest.mark.django_db(transaction=True),
+]
 
 
 def worker_task(*, eager: bool = False):
