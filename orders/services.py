@@ -576,10 +576,17 @@ def order_submit(*, order_id: int) -> SubmitResult:
     UNKNOWN) or left alone (anything else), never sent again.
     """
     with transaction.atomic():
-        # Lock the order row alone, with a plain query: joining the account, session and team
-        # here cost a few milliseconds of planning on every order, and locking their rows too
-        # would deadlock with order_place (it holds the account and key-share locks the team).
-        order = Order.objects.select_for_update().filter(pk=order_id).order_by().first()
+        # The order with its account, session and halt switches in one read (their plans kept
+        # by prepared statements). of=("self",): lock the order row only; locking the account
+        # and team rows too would deadlock with order_place, which holds the account row and
+        # key-share locks the team row to insert an order.
+        order = (
+            Order.objects.select_for_update(of=("self",))
+            .select_related("broker_account__session", "broker_account__team__trading_state")
+            .filter(pk=order_id)
+            .order_by()
+            .first()
+        )
         if order is None:
             return SubmitResult(order_id, "gone")
         if order.status in (S.SUBMITTING, S.UNKNOWN):
@@ -600,16 +607,20 @@ def _claim_for_sending(orders: list[Order]) -> list[Order]:
     """Move PENDING ``orders``, whose rows the caller's transaction has locked, to SUBMITTING.
 
     Reads their accounts (with sessions and halt switches, as they are now, inside the lock) in
-    one query, closes instead those failing a last-moment check (a halt, too old to send), and
-    moves the rest with one UPDATE and one insert of their events. Returns the orders to send;
-    the caller commits before sending them.
+    one query, unless the caller's locking read brought them; closes instead those failing a
+    last-moment check (a halt, too old to send), and moves the rest with one UPDATE and one
+    insert of their events. Returns the orders to send; the caller commits before sending them.
     """
+    unread = {
+        order.broker_account_id for order in orders if not Order.broker_account.is_cached(order)
+    }
     accounts = BrokerAccount.objects.select_related("session", "team__trading_state").in_bulk(
-        {order.broker_account_id for order in orders}
+        unread
     )
     to_send = []
     for order in orders:
-        order.broker_account = accounts[order.broker_account_id]
+        if order.broker_account_id in accounts:
+            order.broker_account = accounts[order.broker_account_id]
         last_moment = _last_moment_rejection(order)
         if last_moment is None:
             to_send.append(order)
