@@ -256,6 +256,13 @@ ORDERS_RETRY_BASE_SECONDS = float(env("ORDERS_RETRY_BASE_SECONDS", "1"))
 ORDERS_RETRY_MAX_SECONDS = float(env("ORDERS_RETRY_MAX_SECONDS", "60"))
 ORDERS_FANOUT_THREADS = int(env("ORDERS_FANOUT_THREADS", "32"))
 ORDERS_FANOUT_CHUNK = int(env("ORDERS_FANOUT_CHUNK", "64"))
+if DATABASE_URL and DATABASE_POOL and DATABASE_POOL_MAX_SIZE <= ORDERS_FANOUT_THREADS:
+    # Each fan-out thread holds a pooled connection, and the task's own thread one more.
+    raise ImproperlyConfigured(
+        f"DATABASE_POOL_MAX_SIZE ({DATABASE_POOL_MAX_SIZE}) must be larger than "
+        f"ORDERS_FANOUT_THREADS ({ORDERS_FANOUT_THREADS}): a fan-out task's threads each hold "
+        "a pooled database connection."
+    )
 IDEMPOTENCY_KEY_TTL_HOURS = int(env("IDEMPOTENCY_KEY_TTL_HOURS", "24"))  # never below 24
 
 # Brokers ----------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ READ_BY_SETTINGS = [
     "DATABASE_PREPARED_STATEMENTS",
     "DATABASE_POOL",
     "DATABASE_POOL_MAX_SIZE",
+    "ORDERS_FANOUT_THREADS",
     "REDIS_URL",
     "CELERY_BROKER_URL",
     "SQLITE_PATH",
@@ -148,6 +149,20 @@ def test_without_the_pool_each_thread_keeps_its_own_connection(tmp_path):
     )
     assert "pool" not in found["db"]["OPTIONS"]
     assert found["db"]["CONN_MAX_AGE"] == 600
+
+
+def test_a_pool_smaller_than_the_fan_out_threads_stops_start_up(tmp_path):
+    result = run_python(
+        SETUP,
+        tmp_path,
+        DATABASE_URL="postgres://db.internal/algoways",
+        DATABASE_POOL_MAX_SIZE="16",
+        ORDERS_FANOUT_THREADS="32",
+    )
+    assert result.returncode != 0
+    assert "DATABASE_POOL_MAX_SIZE (16) must be larger than ORDERS_FANOUT_THREADS (32)" in (
+        result.stderr
+    )
 
 
 def test_the_pool_size_is_set_by_the_environment(tmp_path):

@@ -25,6 +25,7 @@ import json
 import random
 import re
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -317,6 +318,13 @@ class SimulatorServer(ThreadingHTTPServer):
         with self._connections_lock:
             self._open_connections.add(request)
         super().process_request(request, client_address)
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that hung up before its answer (a timeout, a stopped worker) is normal here;
+        anything else is a simulator bug and is printed as socketserver does."""
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return
+        super().handle_error(request, client_address)
 
     def shutdown_request(self, request):
         with self._connections_lock:

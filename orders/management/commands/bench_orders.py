@@ -316,7 +316,9 @@ class Command(BaseCommand):
             "LOG_LEVEL": "WARNING",
         }
         if self.options["fanout_threads"]:
-            env["ORDERS_FANOUT_THREADS"] = str(self.options["fanout_threads"])
+            threads = self.options["fanout_threads"]
+            env["ORDERS_FANOUT_THREADS"] = str(threads)
+            env["DATABASE_POOL_MAX_SIZE"] = str(max(settings.DATABASE_POOL_MAX_SIZE, threads + 8))
         return env
 
     def start_processes(self) -> None:
