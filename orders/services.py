@@ -163,6 +163,11 @@ class SubmitResult:
     def settled(self) -> bool:
         return self.retry_in is None and self.reconcile_in is None
 
+    @property
+    def resume_in(self) -> float | None:
+        """Seconds until the order's next step (a resend or a reconciliation); None if settled."""
+        return self.retry_in if self.retry_in is not None else self.reconcile_in
+
 
 # The state machine -----------------------------------------------------------------------------
 
@@ -1030,8 +1035,7 @@ def order_group_submit(*, group_id: int, account_ids: list[int]) -> dict[int, fl
 
     def record(finished: list) -> None:
         answered = [(item, result) for item, result in finished if isinstance(item, Order)]
-        for account_id, delay in _group_answers_record(group_id, answered).items():
-            resume[account_id] = delay
+        resume.update(_group_answers_record(group_id, answered))
         for item, delay in finished:
             if not isinstance(item, Order) and delay is not None:
                 resume[item] = delay
@@ -1052,12 +1056,9 @@ def _group_answers_record(
         logger.exception("Recording the answers of group %s failed", group_id)
         return {order.broker_account_id: _reconcile_delay() for order, _ in answered}
     return {
-        order.broker_account_id: (
-            result.retry_in if result.retry_in is not None else result.reconcile_in
-        )
+        order.broker_account_id: results[order.pk].resume_in
         for order, _ in answered
-        for result in [results[order.pk]]
-        if not result.settled
+        if not results[order.pk].settled
     }
 
 
@@ -1186,7 +1187,7 @@ def order_account_children_submit(*, group_id: int, account_id: int) -> float | 
             logger.exception("Submitting order %s of group %s failed", order_id, group_id)
             return _reconcile_delay()
         if not result.settled:
-            return result.retry_in if result.retry_in is not None else result.reconcile_in
+            return result.resume_in
     return None
 
 
