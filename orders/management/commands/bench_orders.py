@@ -263,7 +263,9 @@ class Command(BaseCommand):
 
     def create_team(self, count: int) -> None:
         suffix = uuid.uuid4().hex[:10]
-        self.user = User.objects.create_user(username=f"bench-{suffix}", password=None)
+        self.user = User.objects.create_user(
+            username=f"bench-{suffix}", email=f"bench-{suffix}@example.com", password=None
+        )
         self.team = account_services.team_create(
             name=f"Order bench {suffix}", owner=self.user, slug=f"bench-{suffix}"
         )
