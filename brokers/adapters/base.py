@@ -529,7 +529,7 @@ class BrokerHTTPSession(requests.Session):
     """A requests session that reads proxy and CA settings from the environment once per process.
 
     By default requests reads them again on every request (``trust_env``): it scans every
-    environment variable for proxies and looks for ``~/.netrc``, about a fifth of the CPU of a
+    environment variable for proxies and looks for ``~/.netrc``, about a sixth of the CPU of a
     broker call. Here HTTP(S)_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE are still
     honoured, read once per broker origin; ``~/.netrc`` credentials are never sent to a broker.
     """
