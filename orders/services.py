@@ -275,12 +275,54 @@ def _bulk_write(changes: list[tuple[Order, dict, OrderEvent]], *, from_status: s
     fields = sorted({name for _, values, _ in changes for name in values})
     try:
         with transaction.atomic():
-            if Order.objects.filter(status=from_status).bulk_update(rows, fields) != len(rows):
+            if _rows_update(rows, fields, from_status=from_status) != len(rows):
                 raise OrderChanged(f"An order is no longer {from_status}.")
             _events_write(changes)
     except OrderChanged:
         return False
     return True
+
+
+def _rows_update(rows: list[Order], fields: list[str], *, from_status: str) -> int:
+    """UPDATE ``fields`` of ``rows`` that are still ``from_status``, each row its own values, in
+    one statement: ``UPDATE ... FROM (VALUES ...)``. Returns how many rows matched.
+
+    Django's bulk_update says the same with a CASE WHEN per field and row, which it builds and
+    compiles in Python: for a fan-out's hundreds of rows that cost more CPU than their broker
+    calls (a profile of 500 accounts: 45% of the worker's time).
+    """
+    from django.db import connection
+
+    table = connection.ops.quote_name(Order._meta.db_table)
+    columns = [Order._meta.pk, *(Order._meta.get_field(name) for name in fields)]
+
+    def value(number: int, field) -> str:
+        # VALUES columns are column1, column2, ... on PostgreSQL and SQLite alike. PostgreSQL
+        # types them from the parameters (text, or unknown for None): cast to the column's type.
+        name = f"v.column{number}"
+        if connection.vendor == "postgresql":
+            return f"CAST({name} AS {field.db_type(connection)})"
+        return name
+
+    assignments = ", ".join(
+        f"{connection.ops.quote_name(field.column)} = {value(number, field)}"
+        for number, field in enumerate(columns[1:], start=2)
+    )
+    row_placeholder = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    sql = (
+        f"UPDATE {table} SET {assignments} "
+        f"FROM (VALUES {', '.join([row_placeholder] * len(rows))}) AS v "
+        f"WHERE {table}.{connection.ops.quote_name(Order._meta.pk.column)} = {value(1, columns[0])} "
+        f"AND {table}.{connection.ops.quote_name(Order._meta.get_field('status').column)} = %s"
+    )
+    params = [
+        field.get_db_prep_save(getattr(row, field.attname), connection)
+        for row in rows
+        for field in columns
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, from_status])
+        return cursor.rowcount
 
 
 def _events_write(changes: list[tuple[Order, dict, OrderEvent]]) -> None:

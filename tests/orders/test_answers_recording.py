@@ -64,6 +64,35 @@ def test_acknowledgements_of_several_orders_are_written_with_one_update(
         ]
 
 
+def test_acknowledgements_changing_different_fields_keep_each_rows_own_values(
+    team, paper_account_factory
+):
+    # One UPDATE for all: a filled order's filled quantity must not leak into the open one's row,
+    # nor the open one's (unchanged) values overwrite the filled one's.
+    filled, working = claimed_orders(team, [paper_account_factory(f"Acc {i}") for i in range(2)])
+    services._answers_record(
+        [
+            (filled, OrderAck("F1", BrokerStatus.FILLED, "filled", "")),
+            (working, OrderAck("W1", BrokerStatus.OPEN, "open", "Working.")),
+        ]
+    )
+
+    filled.refresh_from_db()
+    working.refresh_from_db()
+    assert (filled.status, filled.filled_quantity, filled.broker_message) == (
+        S.FILLED,
+        filled.quantity,
+        "Acknowledged by the broker.",
+    )
+    assert (working.status, working.filled_quantity, working.broker_message) == (
+        S.OPEN,
+        Decimal("0"),
+        "Working.",
+    )
+    assert working.average_price is None
+    assert filled.submitted_at is not None and filled.submit_attempts == 1
+
+
 def test_an_outcome_recorded_first_by_a_reconciliation_stands(team, paper_account_factory):
     orders = claimed_orders(team, [paper_account_factory(f"Acc {i}") for i in range(3)])
     reconciled = orders[1]
