@@ -293,7 +293,8 @@ def _rows_update(rows: list[Order], fields: list[str], *, from_status: str) -> i
     """
     from django.db import connection
 
-    table = connection.ops.quote_name(Order._meta.db_table)
+    quote = connection.ops.quote_name
+    table = quote(Order._meta.db_table)
     columns = [Order._meta.pk, *(Order._meta.get_field(name) for name in fields)]
 
     def value(number: int, field) -> str:
@@ -305,15 +306,15 @@ def _rows_update(rows: list[Order], fields: list[str], *, from_status: str) -> i
         return name
 
     assignments = ", ".join(
-        f"{connection.ops.quote_name(field.column)} = {value(number, field)}"
+        f"{quote(field.column)} = {value(number, field)}"
         for number, field in enumerate(columns[1:], start=2)
     )
     row_placeholder = "(" + ", ".join(["%s"] * len(columns)) + ")"
     sql = (
         f"UPDATE {table} SET {assignments} "
         f"FROM (VALUES {', '.join([row_placeholder] * len(rows))}) AS v "
-        f"WHERE {table}.{connection.ops.quote_name(Order._meta.pk.column)} = {value(1, columns[0])} "
-        f"AND {table}.{connection.ops.quote_name(Order._meta.get_field('status').column)} = %s"
+        f"WHERE {table}.{quote(Order._meta.pk.column)} = {value(1, columns[0])} "
+        f"AND {table}.{quote(Order._meta.get_field('status').column)} = %s"
     )
     params = [
         field.get_db_prep_save(getattr(row, field.attname), connection)
