@@ -18,7 +18,6 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -29,7 +28,7 @@ from brokers.services import broker_call
 
 from .models import EventSource, Order, OrderGroup, OrderStatus
 from .schedule_models import RunOutcome, ScheduledOrder, ScheduledOrderRun, ScheduleKind
-from .services import OrderSpec, PlacedBy, order_place
+from .services import OrderSpec, PlacedBy, group_submit_enqueue, order_place
 
 logger = logging.getLogger(__name__)
 
@@ -445,17 +444,9 @@ def _fire(schedule: ScheduledOrder, scheduled_for: datetime, positions) -> FireR
     if pending_accounts:
         group_id = result.group.pk
         transaction.on_commit(
-            lambda: _enqueue_group_submit(group_id, pending_accounts), robust=True
+            lambda: group_submit_enqueue(group_id, pending_accounts), robust=True
         )
     return result
-
-
-def _enqueue_group_submit(group_id: int, account_ids: list[int]) -> None:
-    from .tasks import order_group_submit_task
-
-    chunk = int(getattr(settings, "ORDERS_FANOUT_CHUNK", 64))
-    for start in range(0, len(account_ids), chunk):
-        order_group_submit_task.delay(group_id, account_ids[start : start + chunk])
 
 
 def run_client_order_id(

@@ -594,7 +594,7 @@ def order_group_place(
         )
         if enqueue and account_ids:
             group_id = group.pk
-            transaction.on_commit(lambda: _enqueue_group(group_id, account_ids), robust=True)
+            transaction.on_commit(lambda: group_submit_enqueue(group_id, account_ids), robust=True)
     return group
 
 
@@ -606,10 +606,12 @@ def _spec_json(spec: OrderSpec) -> dict:
     }
 
 
-def _enqueue_group(group_id: int, account_ids: list[int]) -> None:
+def group_submit_enqueue(group_id: int, account_ids: list[int]) -> None:
+    """Queue the sending of a group's children: one task per ORDERS_FANOUT_CHUNK accounts, so
+    that a large fan-out is spread over the worker processes."""
     from .tasks import order_group_submit_task
 
-    chunk = int(setting("ORDERS_FANOUT_CHUNK", 64))
+    chunk = int(setting("ORDERS_FANOUT_CHUNK", 256))
     for start in range(0, len(account_ids), chunk):
         order_group_submit_task.delay(group_id, account_ids[start : start + chunk])
 

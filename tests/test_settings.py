@@ -137,7 +137,7 @@ def test_database_url_switches_to_postgresql(tmp_path):
     # server-side binding with prepared statements: PostgreSQL keeps each query's plan.
     assert db["CONN_MAX_AGE"] == 0
     assert db["OPTIONS"] == {
-        "pool": {"min_size": 1, "max_size": 40, "max_idle": 60, "timeout": 30},
+        "pool": {"min_size": 1, "max_size": 72, "max_idle": 60, "timeout": 30},
         "server_side_binding": True,
         "prepare_threshold": 2,
     }
@@ -167,9 +167,9 @@ def test_a_pool_smaller_than_the_fan_out_threads_stops_start_up(tmp_path):
 
 def test_the_pool_size_is_set_by_the_environment(tmp_path):
     found = settings_with(
-        tmp_path, DATABASE_URL="postgres://db.internal/algoways", DATABASE_POOL_MAX_SIZE="64"
+        tmp_path, DATABASE_URL="postgres://db.internal/algoways", DATABASE_POOL_MAX_SIZE="96"
     )
-    assert found["db"]["OPTIONS"]["pool"]["max_size"] == 64
+    assert found["db"]["OPTIONS"]["pool"]["max_size"] == 96
 
 
 def test_prepared_statements_can_be_switched_off_for_a_pooler(tmp_path):
