@@ -443,9 +443,7 @@ def _fire(schedule: ScheduledOrder, scheduled_for: datetime, positions) -> FireR
     )
     if pending_accounts:
         group_id = result.group.pk
-        transaction.on_commit(
-            lambda: group_submit_enqueue(group_id, pending_accounts), robust=True
-        )
+        transaction.on_commit(lambda: group_submit_enqueue(group_id, pending_accounts), robust=True)
     return result
 
 

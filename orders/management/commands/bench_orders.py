@@ -331,6 +331,8 @@ class Command(BaseCommand):
             "web",
             [
                 str(BIN / "gunicorn"),
+                "-c",
+                "python:algoways.gunicorn",
                 "algoways.wsgi",
                 "--bind",
                 f"127.0.0.1:{port}",

@@ -1,0 +1,81 @@
+"""The web server as the Procfile runs it: gunicorn with ``algoways.gunicorn``."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from algoways.gunicorn import KEEPALIVE_REQUESTS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def web_server():
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "-c",
+            "python:algoways.gunicorn",
+            "algoways.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--threads",
+            "2",
+            "--worker-class",
+            "gthread",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "algoways.settings"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if process.poll() is not None:
+                pytest.fail(f"gunicorn exited: {process.stderr.read().decode()}")
+            time.sleep(0.1)
+    yield port
+    process.terminate()
+    process.wait(10)
+
+
+def test_a_keep_alive_connection_is_closed_after_its_last_allowed_request(web_server):
+    connection = http.client.HTTPConnection("127.0.0.1", web_server, timeout=10)
+    answers = []
+    client_ports = []
+    for _ in range(KEEPALIVE_REQUESTS + 2):
+        connection.request("GET", "/api/orders/")
+        response = connection.getresponse()
+        response.read()
+        answers.append(response.getheader("Connection"))
+        client_ports.append(connection.sock.getsockname()[1] if connection.sock else None)
+    connection.close()
+
+    # Every answer keeps the connection open but the last one the connection may carry; the
+    # client then opens a new connection and the requests go on, none lost.
+    assert answers[KEEPALIVE_REQUESTS - 1] == "close"
+    assert "close" not in answers[: KEEPALIVE_REQUESTS - 1]
+    assert answers[KEEPALIVE_REQUESTS] != "close"
+    assert client_ports[KEEPALIVE_REQUESTS - 1] is None  # http.client closed it
+    assert len(set(client_ports[: KEEPALIVE_REQUESTS - 1])) == 1
