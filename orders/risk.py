@@ -45,13 +45,16 @@ def with_trading_controls(accounts: QuerySet) -> QuerySet:
     """Broker accounts read with their team's kill switch and whether any risk limits apply.
 
     Every order asks both; reading them with the account saves a query for the switch and, for
-    the usual account without limits, one for the limits.
+    the usual account without limits, one for the limits. Placing an order never needs the
+    account's secrets (the worker reads them to send it), so they are not read or decrypted.
     """
     applicable = RiskLimits.objects.filter(team_id=OuterRef("team_id")).filter(
         Q(broker_account_id=OuterRef("pk")) | Q(broker_account__isnull=True)
     )
-    return accounts.select_related("team__trading_state").annotate(
-        has_risk_limits=Exists(applicable)
+    return (
+        accounts.select_related("team__trading_state")
+        .defer("secret_credentials")
+        .annotate(has_risk_limits=Exists(applicable))
     )
 
 

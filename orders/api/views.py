@@ -122,7 +122,7 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TeamScopedV
                 error_body(
                     "order_rejected",
                     order.rejection_reason,
-                    order=OrderSerializer(order).data,
+                    order=OrderSerializer.represent(order),
                 ),
                 status=422,
             )
@@ -133,7 +133,7 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TeamScopedV
             headers["Preference-Applied"] = f"wait={wait:g}"
         settled = order.status not in notify.IN_FLIGHT
         status = 201 if (wait and settled) else (202 if created else 200)
-        return Response(OrderSerializer(order).data, status=status, headers=headers)
+        return Response(OrderSerializer.represent(order), status=status, headers=headers)
 
     def _order_placed_with(self, idempotency_key: str) -> Response | None:
         """The order an earlier request with this key created before it died, if any."""
@@ -143,7 +143,7 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TeamScopedV
             .order_by("pk")
             .first()
         )
-        return Response(OrderSerializer(order).data, status=200) if order else None
+        return Response(OrderSerializer.represent(order), status=200) if order else None
 
     @staticmethod
     def _prefer_wait(request) -> float:
@@ -165,7 +165,7 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TeamScopedV
             return conflict(str(exc))
         except RiskRejected as exc:
             return risk_rejected(exc)
-        return Response(OrderSerializer(order).data)
+        return Response(OrderSerializer.represent(order))
 
     @extend_schema(request=None, responses=OrderSerializer)
     @action(detail=True, methods=["post"])
@@ -176,7 +176,7 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TeamScopedV
             order = services.order_cancel(order=order)
         except services.OrderConflict as exc:
             return conflict(str(exc))
-        return Response(OrderSerializer(order).data)
+        return Response(OrderSerializer.represent(order))
 
 
 class OrderGroupViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TeamScopedViewSet):

@@ -285,3 +285,43 @@ def test_prefer_wait_times_out_with_202_and_the_pending_order(trader, paper_acco
     )
     assert response.status_code == 202
     assert response.data["status"] == "pending"
+
+
+def test_the_shared_order_representation_matches_a_fresh_serializer_for_every_order(
+    trader, team, paper_account_factory
+):
+    from orders.api.serializers import OrderSerializer
+
+    first = trader.post(
+        "/api/orders/", order_body(paper_account_factory("One")), format="json"
+    ).json()
+    second = trader.post(
+        "/api/orders/",
+        order_body(paper_account_factory("Two"), order_type="LIMIT", price="101.5"),
+        format="json",
+    ).json()
+
+    # The POST answers came from the one shared serializer; each order is its own, as a
+    # serializer made for it alone would have it.
+    for answer in (first, second):
+        order = Order.objects.get(pk=answer["id"])
+        assert OrderSerializer.represent(order) == OrderSerializer(order).data
+        assert (answer["account"], answer["client_order_id"]) == (
+            order.broker_account_id,
+            order.client_order_id,
+        )
+    assert (first["order_type"], first["price"]) == ("MARKET", None)
+    assert (second["order_type"], second["price"]) == ("LIMIT", "101.50000000")
+
+
+def test_placing_an_order_reads_no_account_secrets(trader, paper_account):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        response = trader.post("/api/orders/", order_body(paper_account), format="json")
+
+    assert response.status_code == 202
+    account_reads = [q["sql"] for q in queries if 'FROM "brokers_brokeraccount"' in q["sql"]]
+    assert account_reads  # the validation read and the locking read
+    assert not [sql for sql in account_reads if "secret_credentials" in sql]
