@@ -19,6 +19,9 @@ CLIENT_ORDER_ID = re.compile(r"^[A-Za-z0-9]+$")
 SYMBOL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._&:/-]*$")
 NEEDS_PRICE = {OrderType.LIMIT, OrderType.STOP_LIMIT}
 NEEDS_TRIGGER = {OrderType.STOP, OrderType.STOP_LIMIT}
+#: What validating an order needs of its account(s): which team and which broker. Placing reads
+#: the accounts again, locked, with their trading controls; nobody here needs their secrets.
+ACCOUNT_FIELDS_TO_VALIDATE = ("team", "broker")
 
 
 def decimal_field(**kwargs):
@@ -127,9 +130,9 @@ class OrderSpecSerializer(StrictSerializerMixin, serializers.Serializer):
 
 
 class OrderCreateSerializer(OrderSpecSerializer):
-    # Which account and broker only: order_place reads the account again, locked, with its
-    # trading controls.
-    account = TeamScopedRelatedField(queryset=BrokerAccount.objects.only("team", "broker"))
+    account = TeamScopedRelatedField(
+        queryset=BrokerAccount.objects.only(*ACCOUNT_FIELDS_TO_VALIDATE)
+    )
 
     def validate(self, attrs):
         attrs = super().validate(attrs)
@@ -246,7 +249,9 @@ class OrderDetailSerializer(OrderSerializer):
 
 class OrderGroupCreateSerializer(StrictSerializerMixin, serializers.Serializer):
     accounts = TeamScopedRelatedListField(
-        queryset=BrokerAccount.objects.all(), min_length=1, max_length=2000
+        queryset=BrokerAccount.objects.only(*ACCOUNT_FIELDS_TO_VALIDATE),
+        min_length=1,
+        max_length=2000,
     )
     order = OrderSpecSerializer(required=False)
     orders = OrderSpecSerializer(many=True, required=False)
