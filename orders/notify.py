@@ -34,14 +34,18 @@ def _redis():
     return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=2)
 
 
-def order_settled(order_id: int) -> None:
-    """Publish that ``order_id`` has an answer; called after the change is committed."""
-    if not settings.REDIS_URL:
+def orders_settled(order_ids: list[int]) -> None:
+    """Publish that these orders have an answer, in one round trip; called after the changes
+    are committed."""
+    if not settings.REDIS_URL or not order_ids:
         return
     try:
-        _redis().publish(channel(order_id), "1")
+        pipeline = _redis().pipeline(transaction=False)
+        for order_id in order_ids:
+            pipeline.publish(channel(order_id), "1")
+        pipeline.execute()
     except Exception as exc:  # noqa: BLE001 - a waiter falls back to its timeout, nothing is lost
-        logger.warning("Could not publish the settlement of order %s: %s", order_id, exc)
+        logger.warning("Could not publish the settlement of orders %s: %s", order_ids, exc)
 
 
 def order_wait(order_id: int, timeout: float) -> Order:

@@ -10,12 +10,13 @@ from decimal import Decimal
 from celery.signals import task_prerun
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from brokers.adapters import errors
 from brokers.adapters.base import OrderAck
 from brokers.adapters.base import OrderStatus as BrokerStatus
 from orders import services
-from orders.models import Order, OrderStatus
+from orders.models import Order, OrderEvent, OrderStatus
 
 from .conftest import spec
 
@@ -184,3 +185,35 @@ def test_fill_prices_of_orders_acknowledged_together_are_read_by_one_task(
         order.refresh_from_db()
         assert order.status == S.FILLED
         assert order.average_price == Decimal("1500")
+
+
+def test_events_written_together_are_stored_each_with_its_own_values_and_id(
+    team, paper_account_factory
+):
+    orders = claimed_orders(team, [paper_account_factory(f"Acc {i}") for i in range(3)])
+    now = timezone.now()
+    changes = [
+        services._transition(
+            order,
+            to_status=S.OPEN,
+            source="broker",
+            now=now,
+            message=f"Working {index}.",
+            broker_status="open",
+            data={"broker_order_id": f"B{index}", "price": Decimal("1.5")},
+            broker_order_id=f"B{index}",
+        )
+        for index, order in enumerate(orders)
+    ]
+    services._transitions_write(changes, from_status=S.SUBMITTING)
+
+    for index, (order, _, event) in enumerate(changes):
+        stored = OrderEvent.objects.get(pk=event.pk)
+        assert (stored.order_id, stored.from_status, stored.to_status, stored.message) == (
+            order.pk,
+            S.SUBMITTING,
+            S.OPEN,
+            f"Working {index}.",
+        )
+        assert stored.data == {"broker_order_id": f"B{index}", "price": "1.5"}
+        assert stored.created_at == now

@@ -28,7 +28,7 @@ def answer_later(order_id: int, *, publish: bool) -> threading.Thread:
         time.sleep(0.3)
         Order.objects.filter(pk=order_id).update(status=OrderStatus.OPEN)
         if publish:
-            notify.order_settled(order_id)
+            notify.orders_settled([order_id])
         connection.close()
 
     thread = threading.Thread(target=run)
