@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from django.core.cache import cache
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
@@ -52,7 +54,17 @@ def find_usable_key(key: str) -> TeamAPIKey | None:
     return api_key
 
 
+#: When this process last asked the shared cache about each key's use: a hint that spares the
+#: cache a round trip on every request, never needed by another process.
+_asked_at: dict[str, float] = {}
+
+
 def record_key_use(api_key: TeamAPIKey) -> None:
+    now = time.monotonic()
+    asked = _asked_at.get(api_key.prefix)
+    if asked is not None and now - asked < LAST_USE_RESOLUTION_SECONDS:
+        return
+    _asked_at[api_key.prefix] = now
     # cache.add is atomic in Redis and locmem: only the first request in each window writes.
     if cache.add(f"api-key-used:{api_key.prefix}", 1, LAST_USE_RESOLUTION_SECONDS):
         TeamAPIKey.objects.filter(pk=api_key.pk).update(last_used_at=timezone.now())

@@ -87,6 +87,22 @@ def test_last_used_is_written_once_per_minute_not_on_every_request(team, member)
     assert api_key.last_used_at == first_use
 
 
+def test_a_process_asks_the_shared_cache_about_a_keys_use_once_per_window(team, member):
+    from django.core.cache import cache
+
+    _, key = services.api_key_create(membership=member(team, Role.VIEWER), name="asked")
+    client = client_with(key)
+    assert client.get("/api/members/").status_code == 200
+    marker = f"api-key-used:{key.partition('.')[0]}"
+    cache.delete(marker)  # the shared window ended early, as if on another machine's clock
+
+    with CaptureQueriesContext(connection) as later:
+        assert client.get("/api/members/").status_code == 200
+    # This process asked within the window already: no cache round trip, no second write.
+    assert key_updates(later.captured_queries) == []
+    assert cache.get(marker) is None
+
+
 # Refused: every bad key gets exactly the same answer --------------------------------------------
 
 
