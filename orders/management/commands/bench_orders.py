@@ -205,9 +205,11 @@ class Command(BaseCommand):
             self.start_processes()
             self.set_latency(options["latency_ms"])
             results = {"accept": self.bench_accept()}
+            self.wait_housekeeping_idle()
             results["e2e"] = self.bench_end_to_end()
             if fanouts:
                 self.set_latency(options["fanout_latency_ms"])
+                self.wait_housekeeping_idle()
                 results["fanout"] = self.bench_fanout(fanouts)
             results["memory"] = self.memory()
             self.report(results, time.monotonic() - started)
@@ -548,6 +550,20 @@ class Command(BaseCommand):
             self.worker.check()
             time.sleep(0.02)
         return time.monotonic() - started
+
+    def wait_housekeeping_idle(self, timeout: float = 180) -> None:
+        """Wait until the housekeeping worker has read the fill prices of the orders placed so
+        far: a backlog of thousands (one read per order the worker sent alone) would otherwise
+        share the cores with the next phase, and by a different amount in every run."""
+        started = time.monotonic()
+        unread = Order.objects.filter(team=self.team, status=S.FILLED, average_price__isnull=True)
+        while unread.exists():
+            if time.monotonic() - started > timeout:
+                self.write(f"  ({unread.count()} fill prices still unread after {timeout:.0f}s)")
+                return
+            self.housekeeping.check()
+            time.sleep(0.2)
+        self.write(f"  (housekeeping idle after {time.monotonic() - started:.1f}s)")
 
     def end_to_end(self, count: int) -> dict[str, list[float]]:
         """``count`` orders one after another, each POST waiting for the broker's answer.
