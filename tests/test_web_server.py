@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -18,24 +19,21 @@ from tests.orders.worker import free_port
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def procfile_web_command(port: int) -> list[str]:
+    """The Procfile's web command, on ``port``, with this interpreter's gunicorn."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        name, _, command = line.partition(":")
+        if name.strip() == "web":
+            argv = shlex.split(command.replace("${PORT:-8000}", str(port)))
+            return [str(Path(sys.executable).parent / "gunicorn"), *argv[1:]]
+    raise AssertionError("The Procfile has no web process.")
+
+
 @pytest.fixture
 def web_server():
     port = free_port()
     process = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "gunicorn"),
-            "-c",
-            "python:algoways.gunicorn",
-            "algoways.wsgi",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "1",
-            "--threads",
-            "2",
-            "--worker-class",
-            "gthread",
-        ],
+        procfile_web_command(port),
         cwd=ROOT,
         env={**os.environ, "DJANGO_SETTINGS_MODULE": "algoways.settings"},
         stdout=subprocess.DEVNULL,
