@@ -10,6 +10,8 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 
+from algoways.db import PrecompiledQuery
+
 from .models import TeamAPIKey
 
 KEYWORD = "Api-Key"
@@ -37,17 +39,23 @@ class ApiKeyAuthentication(BaseAuthentication):
         return KEYWORD
 
 
+#: Read on every API request: the key that is not revoked, with its member, team and user.
+UNREVOKED_KEY = PrecompiledQuery(
+    lambda prefix: (
+        TeamAPIKey.objects.select_related("membership__team", "membership__user")
+        .filter(revoked=False, prefix=prefix)
+        .order_by()
+    ),
+    prefix=str,
+)
+
+
 def find_usable_key(key: str) -> TeamAPIKey | None:
     """The key's row if the key is well formed, known, not revoked, not expired, user active."""
-    if "." not in key or len(key) > 200:
+    if "." not in key or len(key) > 200 or not key.isprintable():
         return None
-    try:
-        api_key = (
-            TeamAPIKey.objects.select_related("membership__team", "membership__user")
-            .filter(revoked=False)
-            .get(prefix=key.partition(".")[0])
-        )
-    except TeamAPIKey.DoesNotExist:
+    api_key = UNREVOKED_KEY.first(prefix=key.partition(".")[0])  # prefix is unique
+    if api_key is None:
         return None
     if not api_key.is_valid(key) or api_key.has_expired or not api_key.membership.user.is_active:
         return None

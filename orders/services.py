@@ -32,6 +32,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from algoways.db import PrecompiledQuery
 from brokers import instruments
 from brokers.adapters import errors
 from brokers.adapters.base import (
@@ -337,6 +338,14 @@ def _events_write(changes: list[tuple[Order, dict, OrderEvent]]) -> None:
 
 # Placing -------------------------------------------------------------------------------------
 
+#: Placement's locking read: the account with its kill switches and whether risk limits apply.
+ACCOUNT_FOR_PLACING = PrecompiledQuery(
+    lambda pk: risk.with_trading_controls(
+        BrokerAccount.objects.select_for_update(of=("self",))
+    ).filter(pk=pk),
+    pk=int,
+)
+
 
 def order_place(
     *,
@@ -369,9 +378,9 @@ def order_place(
         # One placement at a time per account (PostgreSQL), so orders-per-minute counts and
         # the client order id check see every earlier order. The same read brings the account's
         # and the team's kill switches and whether any risk limits apply.
-        account = risk.with_trading_controls(
-            BrokerAccount.objects.select_for_update(of=("self",))
-        ).get(pk=account.pk)
+        account = ACCOUNT_FOR_PLACING.first(pk=account.pk)
+        if account is None:
+            raise BrokerAccount.DoesNotExist("The broker account was deleted.")
         if may_be_retry:
             existing = Order.objects.filter(
                 broker_account=account, client_order_id=client_order_id
@@ -616,6 +625,20 @@ def group_submit_enqueue(group_id: int, account_ids: list[int]) -> None:
 # Submitting ------------------------------------------------------------------------------------
 
 
+#: The worker's locking read: the order with its account, session and halt switches. of=("self",):
+#: lock the order row only; locking the account and team rows too would deadlock with
+#: order_place, which holds the account row and key-share locks the team row to insert an order.
+ORDER_FOR_SENDING = PrecompiledQuery(
+    lambda pk: (
+        Order.objects.select_for_update(of=("self",))
+        .select_related("broker_account__session", "broker_account__team__trading_state")
+        .filter(pk=pk)
+        .order_by()
+    ),
+    pk=int,
+)
+
+
 def order_submit(*, order_id: int) -> SubmitResult:
     """Send one PENDING order to its broker, exactly once; see the module docstring.
 
@@ -623,17 +646,7 @@ def order_submit(*, order_id: int) -> SubmitResult:
     UNKNOWN) or left alone (anything else), never sent again.
     """
     with transaction.atomic():
-        # The order with its account, session and halt switches in one read (their plans kept
-        # by prepared statements). of=("self",): lock the order row only; locking the account
-        # and team rows too would deadlock with order_place, which holds the account row and
-        # key-share locks the team row to insert an order.
-        order = (
-            Order.objects.select_for_update(of=("self",))
-            .select_related("broker_account__session", "broker_account__team__trading_state")
-            .filter(pk=order_id)
-            .order_by()
-            .first()
-        )
+        order = ORDER_FOR_SENDING.first(pk=order_id)
         if order is None:
             return SubmitResult(order_id, "gone")
         if order.status in (S.SUBMITTING, S.UNKNOWN):

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from algoways.db import PrecompiledQuery
+
+#: The largest primary key a row can have (bigint): larger ones name no row.
+BIGINT_MAX = 2**63 - 1
+
 
 class StrictSerializerMixin:
     """Rejects fields the serializer does not know, instead of silently dropping them."""
@@ -18,12 +23,37 @@ class StrictSerializerMixin:
 
 
 class TeamScopedRelatedField(serializers.PrimaryKeyRelatedField):
-    """A foreign key that accepts only rows of the request's team (others read as unknown ids)."""
+    """A foreign key that accepts only rows of the request's team (others read as unknown ids).
+
+    ``rows``, for a field on every order's path: a PrecompiledQuery of the team's row by
+    ``team_id`` and ``pk``, read instead of the queryset (same answers, less CPU).
+    """
+
+    def __init__(self, *, rows: PrecompiledQuery | None = None, **kwargs):
+        self.rows = rows
+        super().__init__(**kwargs)
 
     def get_queryset(self):
         queryset = super().get_queryset()
         team_context = self.context["request"].team_context
         return queryset.for_team(team_context.team)
+
+    def to_internal_value(self, data):
+        if self.rows is None:
+            return super().to_internal_value(data)
+        # What the queryset lookup accepts, checked here: the SQL takes the value as it is.
+        if isinstance(data, bool) or not isinstance(data, int | str):
+            self.fail("incorrect_type", data_type=type(data).__name__)
+        try:
+            pk = int(data)
+        except ValueError:
+            self.fail("incorrect_type", data_type=type(data).__name__)
+        row = None
+        if 0 < pk <= BIGINT_MAX:
+            row = self.rows.first(team_id=self.context["request"].team_context.team.pk, pk=pk)
+        if row is None:
+            self.fail("does_not_exist", pk_value=data)
+        return row
 
 
 class TeamScopedRelatedListField(serializers.ListField):

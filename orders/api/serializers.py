@@ -9,6 +9,7 @@ from algoways.api.serializers import (
     TeamScopedRelatedField,
     TeamScopedRelatedListField,
 )
+from algoways.db import PrecompiledQuery
 from brokers.adapters.base import OrderType, Product, Side, Validity
 from brokers.models import BrokerAccount
 
@@ -129,9 +130,21 @@ class OrderSpecSerializer(StrictSerializerMixin, serializers.Serializer):
         )
 
 
+#: The account an order names, with what validating needs, read on every POST /api/orders/.
+ACCOUNT_TO_VALIDATE = PrecompiledQuery(
+    lambda team_id, pk: (
+        BrokerAccount.objects.only(*ACCOUNT_FIELDS_TO_VALIDATE)
+        .filter(team_id=team_id, pk=pk)
+        .order_by()
+    ),
+    team_id=int,
+    pk=int,
+)
+
+
 class OrderCreateSerializer(OrderSpecSerializer):
     account = TeamScopedRelatedField(
-        queryset=BrokerAccount.objects.only(*ACCOUNT_FIELDS_TO_VALIDATE)
+        queryset=BrokerAccount.objects.only(*ACCOUNT_FIELDS_TO_VALIDATE), rows=ACCOUNT_TO_VALIDATE
     )
 
     def validate(self, attrs):

@@ -81,6 +81,35 @@ def test_another_teams_account_is_an_invalid_pk_not_a_500(
     assert paper_orders(foreign) == []
 
 
+@pytest.mark.parametrize(
+    ("account", "message"),
+    [
+        ("abc", "Incorrect type. Expected pk value, received str."),
+        (True, "Incorrect type. Expected pk value, received bool."),
+        (1.5, "Incorrect type. Expected pk value, received float."),
+        ({"id": 1}, "Incorrect type. Expected pk value, received dict."),
+        (2**70, f'Invalid pk "{2**70}" - object does not exist.'),
+        (-1, 'Invalid pk "-1" - object does not exist.'),
+        ("999999", 'Invalid pk "999999" - object does not exist.'),
+    ],
+)
+def test_an_account_that_names_no_row_of_the_team_gets_the_field_message(
+    trader, paper_account, account, message
+):
+    body = {**order_body(paper_account), "account": account}
+    response = trader.post("/api/orders/", body, format="json")
+    assert response.status_code == 400
+    assert response.data["error"]["fields"]["account"] == [message]
+    assert Order.objects.count() == 0
+
+
+def test_an_account_id_given_as_a_string_is_read_as_the_number(trader, paper_account):
+    body = {**order_body(paper_account), "account": str(paper_account.pk)}
+    response = trader.post("/api/orders/", body, format="json")
+    assert response.status_code == 202
+    assert response.data["account"] == paper_account.pk
+
+
 def test_another_teams_order_is_404(
     trader, other_team, member, api_client_for, paper_account_factory
 ):
