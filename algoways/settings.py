@@ -248,6 +248,8 @@ ORDERS_RECONCILE_GRACE_SECONDS = float(env("ORDERS_RECONCILE_GRACE_SECONDS", "30
 ORDERS_RECONCILE_DELAY_SECONDS = float(env("ORDERS_RECONCILE_DELAY_SECONDS", "2"))
 # A working order's status is read again this soon after the broker acknowledged it.
 ORDERS_ACK_FOLLOWUP_SECONDS = float(env("ORDERS_ACK_FOLLOWUP_SECONDS", "1"))
+# Fill prices a broker left out of its acknowledgements are read once per account per window.
+ORDERS_FILL_PRICES_WINDOW_SECONDS = int(env("ORDERS_FILL_PRICES_WINDOW_SECONDS", "1"))
 ORDERS_STUCK_PENDING_SECONDS = float(env("ORDERS_STUCK_PENDING_SECONDS", "60"))
 # A PENDING order not sent within this many seconds (a long outage) expires instead of going
 # out late at a price nobody wanted any more. 0 disables.

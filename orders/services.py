@@ -20,6 +20,7 @@ The life of an order:
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import random
 from collections.abc import Callable, Iterable
@@ -290,39 +291,50 @@ def _rows_update(rows: list[Order], fields: list[str], *, from_status: str) -> i
     """
     from django.db import connection
 
-    quote = connection.ops.quote_name
-    table = quote(Order._meta.db_table)
     columns = [Order._meta.pk, *(Order._meta.get_field(name) for name in fields)]
     values = [
         [field.get_db_prep_save(getattr(row, field.attname), connection) for field in columns]
         for row in rows
     ]
-    names = [f"column{number}" for number in range(1, len(columns) + 1)]
     if connection.vendor == "postgresql":
         # One typed array per column, as Django's bulk_create sends rows on PostgreSQL: the
         # statement's text stays the same whatever the number of rows, so psycopg parses it
         # once (a statement of over 50 parameters it parses on every call, in Python: 13% of
         # the worker's time in a 500-account fan-out) and PostgreSQL plans it once.
-        arrays = ", ".join(f"%s::{field.db_type(connection).split('(')[0]}[]" for field in columns)
-        source = f"UNNEST({arrays}) AS v({', '.join(names)})"
+        sql = _rows_update_sql(connection.vendor, tuple(fields), row_count=None)
         params = [list(column) for column in zip(*values, strict=True)]
     else:
-        # VALUES columns are column1, column2, ... on SQLite.
-        row_placeholder = "(" + ", ".join(["%s"] * len(columns)) + ")"
-        source = f"(VALUES {', '.join([row_placeholder] * len(rows))}) AS v"
+        sql = _rows_update_sql(connection.vendor, tuple(fields), row_count=len(rows))
         params = [value for row in values for value in row]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, from_status])
+        return cursor.rowcount
+
+
+@functools.lru_cache(maxsize=256)
+def _rows_update_sql(vendor: str, fields: tuple[str, ...], *, row_count: int | None) -> str:
+    """_rows_update's statement (built once: a few kinds of change make most of them)."""
+    from django.db import connection
+
+    quote = connection.ops.quote_name
+    table = quote(Order._meta.db_table)
+    columns = [Order._meta.pk, *(Order._meta.get_field(name) for name in fields)]
+    names = [f"column{number}" for number in range(1, len(columns) + 1)]
+    if row_count is None:  # PostgreSQL
+        arrays = ", ".join(f"%s::{field.db_type(connection).split('(')[0]}[]" for field in columns)
+        source = f"UNNEST({arrays}) AS v({', '.join(names)})"
+    else:  # VALUES columns are column1, column2, ... on SQLite.
+        row_placeholder = "(" + ", ".join(["%s"] * len(columns)) + ")"
+        source = f"(VALUES {', '.join([row_placeholder] * row_count)}) AS v"
     assignments = ", ".join(
         f"{quote(field.column)} = v.{name}"
         for name, field in zip(names[1:], columns[1:], strict=True)
     )
-    sql = (
+    return (
         f"UPDATE {table} SET {assignments} FROM {source} "
         f"WHERE {table}.{quote(Order._meta.pk.column)} = v.{names[0]} "
         f"AND {table}.{quote(Order._meta.get_field('status').column)} = %s"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, from_status])
-        return cursor.rowcount
 
 
 def _events_write(changes: list[tuple[Order, dict, OrderEvent]]) -> None:
@@ -772,9 +784,11 @@ def _acks_record(acks: list[tuple[Order, OrderAck]]) -> dict[int, SubmitResult]:
     try:
         with transaction.atomic():
             _transitions_write(changes, from_status=S.SUBMITTING)
-            fills = [order.pk for order, _, _ in changes if _fill_price_missing(order)]
-            if fills:
-                transaction.on_commit(lambda: _enqueue_fill_prices_read(fills), robust=True)
+            accounts = sorted(
+                {order.broker_account_id for order, _, _ in changes if _fill_price_missing(order)}
+            )
+            if accounts:
+                transaction.on_commit(lambda: _enqueue_fill_prices_read(accounts), robust=True)
     except OrderChanged:
         if len(acks) > 1:  # some were recorded first: the others one by one
             return {
@@ -828,36 +842,61 @@ def _fill_price_missing(order: Order) -> bool:
     )
 
 
-def _enqueue_fill_prices_read(order_ids: list[int]) -> None:
-    from .tasks import fill_price_read_task
+def _enqueue_fill_prices_read(account_ids: list[int]) -> None:
+    """Have the fill prices of these accounts' just-filled orders read: one task per account per
+    ORDERS_FILL_PRICES_WINDOW_SECONDS, which reads them all together (a burst, a fan-out), after
+    the window so that every order filled within it is stored by then."""
+    from django.core.cache import cache
 
-    fill_price_read_task.delay(order_ids)
+    from .tasks import account_fill_prices_read_task
+
+    window = max(1, int(setting("ORDERS_FILL_PRICES_WINDOW_SECONDS", 1)))
+    for account_id in account_ids:
+        key = f"fill-prices-soon:{account_id}"
+        # Not added and not there: the cache is down, so nothing says a read is coming.
+        if cache.add(key, 1, window) or cache.get(key) is None:
+            account_fill_prices_read_task.apply_async((account_id,), countdown=window)
 
 
-def order_fill_price_read(*, order_id: int) -> None:
-    """Complete a just-filled order's fill price from the broker (best effort, after the ack).
+#: How far back an account's orders still missing their fill price are looked for.
+FILL_PRICES_LOOKBACK = timedelta(hours=1)
 
-    Some brokers acknowledge a market order as filled without its price, and reading it can
-    cost several round trips (Match-Trader reads its whole order book). So the acknowledgement
-    is recorded first and this runs as its own task on the housekeeping queue: the order queue's
-    workers go on sending orders meanwhile.
+
+def account_fill_prices_read(*, account_id: int) -> int:
+    """Complete the fill prices of an account's orders acknowledged filled without one (some
+    brokers acknowledge a market order so); returns how many got theirs. Best effort.
+
+    One order-book read answers for all of them where the broker has an order book (Match-Trader
+    reads its whole book even for one order's status), else one status read each. It runs on the
+    housekeeping queue, after the acknowledgements are recorded: sending never waits for it.
     """
-    order = (
+    orders = list(
         Order.objects.select_related("broker_account__session")
-        .filter(pk=order_id, status__in=(S.FILLED, S.PARTIALLY_FILLED), average_price__isnull=True)
-        .first()
-    )
-    if order is None or not order.broker_account.adapter_class.supports("order_status"):
-        return
-    try:
-        details = broker_call(
-            order.broker_account, lambda adapter: adapter.order_status(order.broker_order_id)
+        .filter(
+            broker_account_id=account_id,
+            status__in=(S.FILLED, S.PARTIALLY_FILLED),
+            average_price__isnull=True,
+            created_at__gte=timezone.now() - FILL_PRICES_LOOKBACK,
         )
-    except errors.BrokerError as exc:  # the order is placed: the sync reads fills later
-        logger.info("Fills of order %s unavailable: %s", order.pk, exc)
-        return
-    if details.average_price is None:
-        return
+        .order_by("pk")
+    )
+    if not orders or not orders[0].broker_account.adapter_class.supports("order_status"):
+        return 0
+    account = orders[0].broker_account
+    try:
+        found = broker_call(account, lambda adapter: _broker_orders(adapter, orders))
+    except errors.BrokerError as exc:  # the orders are placed: the sync reads fills later
+        logger.info("Fill prices of account %s unavailable: %s", account_id, exc)
+        return 0
+    completed = 0
+    for order in orders:
+        details = found.get(order.pk)
+        if details is not None and details.average_price is not None:
+            completed += _fill_price_record(order, details)
+    return completed
+
+
+def _fill_price_record(order: Order, details: BrokerOrder) -> bool:
     with transaction.atomic():
         updated = Order.objects.filter(
             pk=order.pk, status__in=(S.FILLED, S.PARTIALLY_FILLED), average_price__isnull=True
@@ -873,6 +912,28 @@ def order_fill_price_read(*, order_id: int) -> None:
                 data={"average_price": str(details.average_price)},
             )
     order.average_price = details.average_price
+    return bool(updated)
+
+
+def _broker_orders(adapter, orders: list[Order]) -> dict[int, BrokerOrder]:
+    """The broker's view of ``orders`` (of one account), by order id: one order-book request
+    when the broker has one, else one status request per order. Orders it lacks are left out."""
+    found: dict[int, BrokerOrder] = {}
+    if adapter.supports("order_book"):
+        book = adapter.order_book()
+        by_broker_id = {row.broker_order_id: row for row in book}
+        by_client_id = {row.client_order_id: row for row in book if row.client_order_id}
+        for order in orders:
+            row = by_broker_id.get(order.broker_order_id) or by_client_id.get(order.client_order_id)
+            if row is not None:
+                found[order.pk] = row
+    else:
+        for order in orders:
+            try:
+                found[order.pk] = adapter.order_status(order.broker_order_id)
+            except errors.NotFound:
+                continue
+    return found
 
 
 def order_request(order: Order) -> OrderRequest:
@@ -1385,29 +1446,7 @@ def order_sync(*, account: BrokerAccount) -> int:
     orders = list(Order.objects.filter(broker_account=account).open().order_by("pk"))
     if not orders:
         return 0
-    adapter_class = account.adapter_class
-
-    def fetch(adapter) -> dict[int, BrokerOrder]:
-        found: dict[int, BrokerOrder] = {}
-        if adapter_class.supports("order_book"):
-            book = adapter.order_book()
-            by_broker_id = {row.broker_order_id: row for row in book}
-            by_client_id = {row.client_order_id: row for row in book if row.client_order_id}
-            for order in orders:
-                row = by_broker_id.get(order.broker_order_id) or by_client_id.get(
-                    order.client_order_id
-                )
-                if row is not None:
-                    found[order.pk] = row
-        else:
-            for order in orders:
-                try:
-                    found[order.pk] = adapter.order_status(order.broker_order_id)
-                except errors.NotFound:
-                    continue
-        return found
-
-    found = broker_call(account, fetch)
+    found = broker_call(account, lambda adapter: _broker_orders(adapter, orders))
     changed = 0
     for order in orders:
         row = found.get(order.pk)

@@ -55,16 +55,21 @@ def _sync_soon(order_id: int) -> None:
         _follow_up(account_orders_sync_task, (account_id,), delay)
 
 
+@shared_task(name="orders.tasks.account_fill_prices_read_task")
+def account_fill_prices_read_task(account_id: int) -> int:
+    """Read the fill prices of an account's orders acknowledged filled without one, together; on
+    housekeeping, so placement never waits for it."""
+    return services.account_fill_prices_read(account_id=account_id)
+
+
 @shared_task(name="orders.tasks.fill_price_read_task")
 def fill_price_read_task(order_ids: list[int] | int) -> None:
-    """Read just-filled orders' fill prices (those acknowledged together, such as a fan-out's);
-    on housekeeping, so placement never waits for it. An int is a message queued by an earlier
-    release, one order per task."""
-    for order_id in [order_ids] if isinstance(order_ids, int) else order_ids:
-        try:
-            services.order_fill_price_read(order_id=order_id)
-        except Exception:  # noqa: BLE001 - best effort: the others still get theirs, syncs later
-            logger.exception("Reading the fill price of order %s failed", order_id)
+    """Messages queued by earlier releases (order ids): their accounts' fill prices are read."""
+    ids = [order_ids] if isinstance(order_ids, int) else order_ids
+    for account_id in (
+        Order.objects.filter(pk__in=ids).values_list("broker_account_id", flat=True).distinct()
+    ):
+        services.account_fill_prices_read(account_id=account_id)
 
 
 @shared_task(name="orders.tasks.order_reconcile_task")

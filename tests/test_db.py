@@ -67,7 +67,7 @@ def test_binds_each_calls_values_and_finds_nothing_for_unknown_ones(team, member
     assert UNREVOKED_KEY.all(prefix="nokey123") == []
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_builds_the_sql_once_per_connection(accounts):
     built = []
 
@@ -106,7 +106,7 @@ def test_refuses_values_that_do_not_reach_the_sql_as_parameters(accounts):
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite has no row locks")
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_a_locking_read_outside_a_transaction_is_refused_as_django_refuses_it(accounts):
     with transaction.atomic():
         services.ACCOUNT_FOR_PLACING.first(pk=accounts[0].pk)  # compiled

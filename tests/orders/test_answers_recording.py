@@ -5,6 +5,7 @@ a reconciliation recorded first."""
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from decimal import Decimal
 
 from celery.signals import task_prerun
@@ -17,6 +18,7 @@ from brokers.adapters.base import OrderAck
 from brokers.adapters.base import OrderStatus as BrokerStatus
 from orders import services
 from orders.models import Order, OrderEvent, OrderStatus
+from orders.tasks import fill_price_read_task
 
 from .conftest import spec
 
@@ -157,34 +159,83 @@ def test_results_are_handed_over_while_the_threads_go_on():
     assert len(batches) >= 2
 
 
-def test_fill_prices_of_orders_acknowledged_together_are_read_by_one_task(
-    team, paper_account_factory, django_capture_on_commit_callbacks
-):
-    orders = claimed_orders(team, [paper_account_factory(f"Acc {i}") for i in range(3)])
-    # The paper broker's own answers, acknowledged as filled without their price.
-    answers = [
+def filled_without_price(orders) -> list[tuple]:
+    """The paper broker's own answers to ``orders``, as acknowledgements without the price."""
+    return [
         (order, OrderAck(ack.broker_order_id, BrokerStatus.FILLED, "filled"))
         for order in orders
         for ack in [services._broker_answer(order)]
     ]
-    fill_reads = []
+
+
+@contextmanager
+def fill_price_reads():
+    """The account ids of the fill-price tasks run meanwhile."""
+    runs: list[int] = []
 
     def count(sender=None, args=(), **kwargs):
-        if sender.name == "orders.tasks.fill_price_read_task":
-            fill_reads.append(list(args))
+        if sender.name == "orders.tasks.account_fill_prices_read_task":
+            runs.append(args[0])
 
     task_prerun.connect(count)
     try:
-        with django_capture_on_commit_callbacks(execute=True):
-            services._answers_record(answers)
+        yield runs
     finally:
         task_prerun.disconnect(count)
 
-    assert fill_reads == [[[order.pk for order in orders]]]  # one task, all three
+
+def test_fill_prices_of_an_accounts_orders_acknowledged_together_are_read_by_one_task(
+    team, paper_account_factory, django_capture_on_commit_callbacks
+):
+    first, second = paper_account_factory("Acc 1"), paper_account_factory("Acc 2")
+    orders = claimed_orders(team, [first, first, first, second])
+    with fill_price_reads() as runs, django_capture_on_commit_callbacks(execute=True):
+        services._answers_record(filled_without_price(orders))
+
+    assert sorted(runs) == [first.pk, second.pk]  # one task per account, not per order
     for order in orders:
         order.refresh_from_db()
         assert order.status == S.FILLED
         assert order.average_price == Decimal("1500")
+        assert order.events.filter(message="Fill price reported by the broker.").count() == 1
+
+
+def test_an_order_filled_within_the_window_is_left_to_the_read_already_coming(team, paper_account):
+    with fill_price_reads() as runs:
+        services._enqueue_fill_prices_read([paper_account.pk])
+        services._enqueue_fill_prices_read([paper_account.pk])
+    # In production the first read runs after the window, when both orders are stored.
+    assert runs == [paper_account.pk]
+
+
+def test_while_the_cache_is_down_every_acknowledgement_still_gets_its_read(
+    team, paper_account, settings
+):
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "algoways.cache.ResilientRedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens on port 1
+            "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+        }
+    }
+    with fill_price_reads() as runs:
+        services._enqueue_fill_prices_read([paper_account.pk])
+        services._enqueue_fill_prices_read([paper_account.pk])
+    assert runs == [paper_account.pk, paper_account.pk]
+
+
+def test_a_fill_price_message_of_an_earlier_release_reads_its_accounts_fill_prices(
+    team, paper_account
+):
+    (order,) = claimed_orders(team, [paper_account])
+    services._answers_record(filled_without_price([order]))  # no on-commit here: no read yet
+    order.refresh_from_db()
+    assert order.average_price is None
+
+    fill_price_read_task.delay([order.pk])
+
+    order.refresh_from_db()
+    assert order.average_price == Decimal("1500")
 
 
 def test_events_written_together_are_stored_each_with_its_own_values_and_id(
