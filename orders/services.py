@@ -885,7 +885,9 @@ def account_fill_prices_read(*, account_id: int) -> int:
     account = orders[0].broker_account
     try:
         found = broker_call(account, lambda adapter: _broker_orders(adapter, orders))
-    except errors.BrokerError as exc:  # the orders are placed: the sync reads fills later
+    except errors.BrokerError as exc:
+        # The orders are placed and filled; the account's next such read (within the lookback)
+        # tries their prices again.
         logger.info("Fill prices of account %s unavailable: %s", account_id, exc)
         return 0
     completed = 0

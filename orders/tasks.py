@@ -67,7 +67,10 @@ def fill_price_read_task(order_ids: list[int] | int) -> None:
     """Messages queued by earlier releases (order ids): their accounts' fill prices are read."""
     ids = [order_ids] if isinstance(order_ids, int) else order_ids
     for account_id in (
-        Order.objects.filter(pk__in=ids).values_list("broker_account_id", flat=True).distinct()
+        Order.objects.filter(pk__in=ids)
+        .order_by()
+        .values_list("broker_account_id", flat=True)
+        .distinct()
     ):
         services.account_fill_prices_read(account_id=account_id)
 
