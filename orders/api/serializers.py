@@ -134,7 +134,8 @@ class OrderSpecSerializer(StrictSerializerMixin, serializers.Serializer):
 ACCOUNT_TO_VALIDATE = PrecompiledQuery(
     lambda team_id, pk: (
         BrokerAccount.objects.only(*ACCOUNT_FIELDS_TO_VALIDATE)
-        .filter(team_id=team_id, pk=pk)
+        .for_team(team_id)
+        .filter(pk=pk)
         .order_by()
     ),
     team_id=int,
