@@ -35,6 +35,8 @@ class _Compiled:
     #: Per parameter of the SQL: (name of the call's value, None) or (None, constant).
     params: tuple[tuple[str | None, object], ...]
     compiler: object
+    #: What turns the database's values into Python's, per column (Django's from_db_value).
+    converters: dict
     model: type[Model]
     init_list: list[str]
     model_columns: slice
@@ -81,7 +83,9 @@ class PrecompiledQuery:
         with connection.cursor() as cursor:
             cursor.execute(compiled.sql, params)
             rows = cursor.fetchall()
-        return [self._instance(compiled, row) for row in compiled.compiler.results_iter([rows])]
+        if compiled.converters:
+            rows = compiled.compiler.apply_converters(rows, compiled.converters)
+        return [self._instance(compiled, row) for row in rows]
 
     def first(self, **values) -> Model | None:
         found = self.all(**values)
@@ -114,6 +118,9 @@ class PrecompiledQuery:
         missing = set(stand_ins) - {name for name, _ in params if name}
         if missing:
             raise ValueError(f"{sorted(missing)} did not reach the SQL as parameters: {sql}")
+        selected = [column[0] for column in compiler.select[: compiler.col_count]]
+        if compiler.has_composite_fields(selected):
+            raise ValueError("Composite primary keys are not supported.")
         klass_info = compiler.klass_info
         columns = klass_info["select_fields"]
         model_columns = slice(columns[0], columns[-1] + 1)
@@ -121,6 +128,7 @@ class PrecompiledQuery:
             sql=sql,
             params=tuple(params),
             compiler=compiler,
+            converters=compiler.get_converters(selected),
             model=klass_info["model"],
             init_list=[column[0].target.attname for column in compiler.select[model_columns]],
             model_columns=model_columns,

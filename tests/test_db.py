@@ -67,7 +67,25 @@ def test_binds_each_calls_values_and_finds_nothing_for_unknown_ones(team, member
     assert UNREVOKED_KEY.all(prefix="nokey123") == []
 
 
-@pytest.mark.django_db(transaction=True)
+def on_another_connection(work):
+    """``work()``'s answer (or what it raised) from a thread of its own, so its own connection
+    (outside this test's transaction: the test's rows are not there)."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["answer"] = work()
+        except Exception as exc:  # noqa: BLE001 - handed to the test
+            outcome["raised"] = exc
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    return outcome
+
+
 def test_builds_the_sql_once_per_connection(accounts):
     built = []
 
@@ -80,16 +98,9 @@ def test_builds_the_sql_once_per_connection(accounts):
         account.pk for account in accounts * 2
     ]
     assert len(built) == 1
-
-    def on_another_connection():
-        try:
-            assert query.first(pk=accounts[0].pk).pk == accounts[0].pk
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=on_another_connection)
-    thread.start()
-    thread.join()
+    # Built again there (running it is another matter: SQLite's shared in-memory database
+    # keeps the test's tables locked meanwhile).
+    on_another_connection(lambda: query.first(pk=accounts[0].pk))
     assert len(built) == 2
 
 
@@ -106,12 +117,15 @@ def test_refuses_values_that_do_not_reach_the_sql_as_parameters(accounts):
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite has no row locks")
-@pytest.mark.django_db(transaction=True)
 def test_a_locking_read_outside_a_transaction_is_refused_as_django_refuses_it(accounts):
-    with transaction.atomic():
-        services.ACCOUNT_FOR_PLACING.first(pk=accounts[0].pk)  # compiled
-    with pytest.raises(TransactionManagementError, match="select_for_update"):
+    def read_in_and_out_of_a_transaction():
+        with transaction.atomic():
+            services.ACCOUNT_FOR_PLACING.first(pk=accounts[0].pk)  # compiled
         services.ACCOUNT_FOR_PLACING.first(pk=accounts[0].pk)
+
+    raised = on_another_connection(read_in_and_out_of_a_transaction)["raised"]
+    assert isinstance(raised, TransactionManagementError)
+    assert "select_for_update" in str(raised)
 
 
 def django_queries():
