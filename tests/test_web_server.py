@@ -72,3 +72,24 @@ def test_a_keep_alive_connection_is_closed_after_its_last_allowed_request(web_se
     assert answers[KEEPALIVE_REQUESTS] != "close"
     assert client_ports[KEEPALIVE_REQUESTS - 1] is None  # http.client closed it
     assert len(set(client_ports[: KEEPALIVE_REQUESTS - 1])) == 1
+
+
+def test_a_worker_imports_every_view_before_its_first_request():
+    # In a fresh interpreter: this one imported the views long ago.
+    script = (
+        "import sys, django; django.setup()\n"
+        "from algoways.gunicorn import post_worker_init\n"
+        "before = 'orders.api.views' in sys.modules\n"
+        "post_worker_init(worker=None)\n"
+        "print(before, 'orders.api.views' in sys.modules, 'accounts.api.views' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "algoways.settings"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True", "True"]
