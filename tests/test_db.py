@@ -31,7 +31,9 @@ def accounts(team):
     return [paper.paper_account_ensure(team=team, label=f"Paper {n}") for n in (1, 2)]
 
 
-def test_gives_the_instances_the_queryset_gives_with_related_rows_and_annotations(team, accounts):
+def test_gives_the_instances_the_queryset_gives_with_related_rows_and_annotations(
+    team, accounts, django_assert_num_queries
+):
     TeamTradingState.objects.create(team=team, trading_halted=True, halt_reason="drill")
     RiskLimits.objects.create(team=team, broker_account=accounts[1], max_quantity=5)
     for account in accounts:
@@ -46,10 +48,9 @@ def test_gives_the_instances_the_queryset_gives_with_related_rows_and_annotation
         # The team and its kill switch came with the row: reading them asks nothing more.
         with transaction.atomic():
             precompiled = services.ACCOUNT_FOR_PLACING.first(pk=account.pk)
-            with django_queries() as queries:
+            with django_assert_num_queries(0):
                 assert precompiled.team.trading_state.halt_reason == "drill"
                 assert field_values(precompiled.team) == field_values(team)
-            assert queries == []
     assert [services.ACCOUNT_FOR_PLACING.first(pk=a.pk).has_risk_limits for a in accounts] == [
         False,
         True,
@@ -126,14 +127,3 @@ def test_a_locking_read_outside_a_transaction_is_refused_as_django_refuses_it(ac
     raised = on_another_connection(read_in_and_out_of_a_transaction)["raised"]
     assert isinstance(raised, TransactionManagementError)
     assert "select_for_update" in str(raised)
-
-
-def django_queries():
-    from django.test.utils import CaptureQueriesContext
-
-    class Captured(CaptureQueriesContext):
-        def __enter__(self):
-            super().__enter__()
-            return self.captured_queries
-
-    return Captured(connection)

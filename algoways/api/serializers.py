@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
+from django.db.models import BigIntegerField
 from rest_framework import serializers
 
 from algoways.db import PrecompiledQuery
-
-#: The largest primary key a row can have (bigint): larger ones name no row.
-BIGINT_MAX = 2**63 - 1
 
 
 class StrictSerializerMixin:
@@ -49,7 +47,7 @@ class TeamScopedRelatedField(serializers.PrimaryKeyRelatedField):
         except ValueError:
             self.fail("incorrect_type", data_type=type(data).__name__)
         row = None
-        if 0 < pk <= BIGINT_MAX:
+        if 0 < pk <= BigIntegerField.MAX_BIGINT:  # larger keys name no row
             row = self.rows.first(team_id=self.context["request"].team_context.team.pk, pk=pk)
         if row is None:
             self.fail("does_not_exist", pk_value=data)

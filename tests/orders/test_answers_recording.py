@@ -209,15 +209,8 @@ def test_an_order_filled_within_the_window_is_left_to_the_read_already_coming(te
 
 
 def test_while_the_cache_is_down_every_acknowledgement_still_gets_its_read(
-    team, paper_account, settings
+    team, paper_account, redis_down
 ):
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "algoways.cache.ResilientRedisCache",
-            "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens on port 1
-            "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
-        }
-    }
     with fill_price_reads() as runs:
         services._enqueue_fill_prices_read([paper_account.pk])
         services._enqueue_fill_prices_read([paper_account.pk])

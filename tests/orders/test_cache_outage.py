@@ -2,25 +2,10 @@
 
 import logging
 
-import pytest
-
 from accounts.models import Role, TeamAPIKey
 from orders.models import Order, OrderStatus
 
 from .conftest import order_body
-
-UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1
-
-
-@pytest.fixture
-def redis_down(settings):
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "algoways.cache.ResilientRedisCache",
-            "LOCATION": UNREACHABLE_REDIS,
-            "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
-        }
-    }
 
 
 def test_orders_are_accepted_while_the_cache_redis_is_down(

@@ -553,8 +553,8 @@ class Command(BaseCommand):
 
     def wait_housekeeping_idle(self, timeout: float = 180) -> None:
         """Wait until the housekeeping worker has read the fill prices of the orders placed so
-        far: a backlog of thousands (one read per order the worker sent alone) would otherwise
-        share the cores with the next phase, and by a different amount in every run."""
+        far (one read per account per second): reads still running would otherwise share the
+        cores with the next phase, and by a different amount in every run."""
         started = time.monotonic()
         unread = Order.objects.filter(team=self.team, status=S.FILLED, average_price__isnull=True)
         while unread.exists():
