@@ -13,7 +13,9 @@ server (gunicorn, gthread, as in the Procfile) and a Celery worker as subprocess
    with the worker sending meanwhile on the same cores. The concurrent clients run in
    ``--client-processes`` spawned processes (``bench_client``: stdlib ``http.client``, no
    Django), so neither the GIL of this process, which serves the simulator, nor a heavy HTTP
-   library shapes the figure. Every client, here or there, keeps one connection alive;
+   library shapes the figure. Every client, here or there, keeps one connection alive. With
+   the worker paused it also prints the CPU time each accepted order cost the web processes,
+   PostgreSQL, Redis and the whole machine, and so how many orders/s the cores allow;
 2. end-to-end latency (POST to the broker's acknowledgement recorded in the database) of orders
    sent one after another, split by the order's events into accept, queue and worker pickup,
    and broker call, beside the same orders sent as direct adapter calls in the same run: the
@@ -116,6 +118,48 @@ def peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU time the processes used so far."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # exited
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def pids_named(name: str) -> list[int]:
+    """Every process whose command name is ``name`` (PostgreSQL's backends, Redis)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == name:
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def machine_busy_seconds() -> float:
+    """CPU time all cores spent on anything but idling, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle, iowait = values[3], values[4]
+    return (sum(values) - idle - iowait) / os.sysconf("SC_CLK_TCK")
+
+
+def python_loop_seconds() -> float:
+    """Seconds this machine takes for 10^7 additions in a Python loop (in a function): its
+    speed, for comparing runs on different machines (shared ones drift, too)."""
+    started = time.perf_counter()
+    total = 0
+    for number in range(10**7):
+        total += number
+    return time.perf_counter() - started
+
+
 class Subprocess:
     """A child process in its own session, its output in a temporary log file."""
 
@@ -199,6 +243,7 @@ class Command(BaseCommand):
         self.team = self.user = None
         started = time.monotonic()
         try:
+            self.loop_seconds = python_loop_seconds()
             self.write(f"Setting up {account_count} Match-Trader accounts...")
             self.create_team(account_count)
             self.vacuum()
@@ -451,16 +496,17 @@ class Command(BaseCommand):
         # The API's own capacity: the order worker stops taking orders meanwhile, as it would
         # run on other machines in production; then it sends the whole backlog alone.
         self.order_consumer("cancel_consumer")
-        alone, alone_wall = self.concurrent_posts(bodies)
+        alone, alone_wall, alone_cpu = self.concurrent_posts(bodies)
         self.order_consumer("add_consumer")
         backlog_drain = self.wait_answered(timeout=300)
         # Everything on these 2 cores at once: the worker sends while the API accepts.
-        latencies, wall = self.concurrent_posts(bodies)
+        latencies, wall, _ = self.concurrent_posts(bodies)
         drain = self.wait_answered(timeout=300)
         return {
             "single": single,
             "alone": alone,
             "alone_wall": alone_wall,
+            "alone_cpu": alone_cpu,
             "backlog_drain": backlog_drain,
             "latencies": latencies,
             "wall": wall,
@@ -486,10 +532,11 @@ class Command(BaseCommand):
         clients = self.options["clients"]
         return clients, min(self.options["client_processes"] or clients, clients)
 
-    def concurrent_posts(self, bodies: list[bytes]) -> tuple[list[float], float]:
+    def concurrent_posts(self, bodies: list[bytes]) -> tuple[list[float], float, dict]:
         """POST ``bodies`` from ``--clients`` clients in their own processes, all starting together.
 
-        Returns every request's latency and the seconds from the common start to the last answer.
+        Returns every request's latency, the seconds from the common start to the last answer,
+        and the CPU seconds used meanwhile (``cpu_used``).
         """
         clients, processes = self.client_layout()
         # spawn, not fork: this process runs threads (the simulator's, Celery's), and a client
@@ -522,6 +569,7 @@ class Command(BaseCommand):
             except threading.BrokenBarrierError:
                 raise CommandError("The client processes did not start within 120s.")
             released = time.perf_counter()
+            cpu_before = self.cpu_used()
             while len(outcomes) < clients:
                 try:
                     outcomes.append(results.get(timeout=1))
@@ -529,6 +577,7 @@ class Command(BaseCommand):
                     self.web.check()
                     if not any(child.is_alive() for child in children):
                         raise CommandError("A client process died without reporting.")
+            cpu_after = self.cpu_used()
         finally:
             for child in children:
                 child.join(10)
@@ -538,7 +587,17 @@ class Command(BaseCommand):
         if errors:
             raise CommandError(errors[0])
         latencies = [latency for mine, _, _ in outcomes for latency in mine]
-        return latencies, max(finished for _, finished, _ in outcomes) - released
+        cpu = {name: cpu_after[name] - cpu_before[name] for name in cpu_before}
+        return latencies, max(finished for _, finished, _ in outcomes) - released, cpu
+
+    def cpu_used(self) -> dict[str, float]:
+        """CPU seconds used so far by the web processes, PostgreSQL, Redis and the machine."""
+        return {
+            "web": cpu_seconds(process_tree(self.web.process.pid)),
+            "PostgreSQL": cpu_seconds(pids_named("postgres")),
+            "Redis": cpu_seconds(pids_named("redis-server")),
+            "machine": machine_busy_seconds(),
+        }
 
     def wait_answered(self, *, timeout: float) -> float:
         """Seconds until no order of the team awaits its broker answer."""
@@ -715,7 +774,7 @@ class Command(BaseCommand):
             f"bench_orders: Match-Trader simulator, PostgreSQL, Redis; web gunicorn "
             f"{o['web_workers']}x{o['web_threads']} gthread; worker {o['worker_pool']} "
             f"-c {o['worker_concurrency']} on the orders queue, prefork -c 1 on housekeeping; "
-            f"{os.cpu_count()} CPUs",
+            f"{os.cpu_count()} CPUs; a Python loop of 10^7 additions took {self.loop_seconds:.2f}s",
             "",
             "API accept (POST /api/orders/ -> 202)",
             f"  1 client, keep-alive      p50 {ms(percentile(accept['single'], 50))}"
@@ -725,6 +784,13 @@ class Command(BaseCommand):
             f" order worker paused   p50 {ms(percentile(accept['alone'], 50))}"
             f"   p99 {ms(percentile(accept['alone'], 99))}"
             f"   throughput {accept['total'] / accept['alone_wall']:.0f} orders/s (target >= 300)",
+            "    CPU per accepted order: "
+            + ", ".join(
+                f"{name} {seconds / accept['total'] * 1000:.1f} ms"
+                for name, seconds in accept["alone_cpu"].items()
+            )
+            + f" (the machine's {os.cpu_count()} cores allow"
+            f" {os.cpu_count() * accept['total'] / accept['alone_cpu']['machine']:.0f} orders/s)",
             f"    then the worker alone sent that backlog in {accept['backlog_drain']:.2f}s"
             f" ({accept['total'] / accept['backlog_drain']:.0f} orders/s)",
             f"  {clients} clients in {processes} processes, {accept['total']} orders,"
