@@ -199,6 +199,9 @@ else:
     # so an unacked order task is never handed to a second worker while the first still works.
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
     CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+    if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+        # kombu's Redis transport, reusing its Redis client instead of building one per publish.
+        CELERY_BROKER_TRANSPORT = "algoways.celery_redis:Transport"
 # Celery's Django fix-up closes every database connection around every task unless this is set;
 # algoways.celery recycles them as Django does around requests instead (pool or CONN_MAX_AGE).
 CELERY_DB_REUSE_MAX = 1_000_000_000

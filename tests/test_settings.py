@@ -40,6 +40,7 @@ print(json.dumps({
     "cache": settings.CACHES["default"],
     "celery_broker": app.conf.broker_url,
     "celery_transport": settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+    "celery_transport_class": app.connection_for_write().transport_cls,
     "debug": settings.DEBUG,
 }, default=str))
 """
@@ -188,9 +189,15 @@ def test_redis_url_switches_the_cache_to_redis(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "broker_url", ["redis://queue.internal:6379/1", "amqp://guest:guest@rabbit.internal:5672//"]
+    "broker_url, transport",
+    [
+        ("redis://queue.internal:6379/1", "algoways.celery_redis:Transport"),
+        ("rediss://queue.internal:6380/1", "algoways.celery_redis:Transport"),
+        ("amqp://guest:guest@rabbit.internal:5672//", "amqp"),
+    ],
 )
-def test_celery_broker_url_switches_celery_to_redis_or_rabbitmq(tmp_path, broker_url):
+def test_celery_broker_url_switches_celery_to_redis_or_rabbitmq(tmp_path, broker_url, transport):
     found = settings_with(tmp_path, CELERY_BROKER_URL=broker_url)
     assert found["celery_broker"] == broker_url
     assert found["celery_transport"] == {"visibility_timeout": 3600}
+    assert found["celery_transport_class"] == transport

@@ -265,7 +265,7 @@ def celery_publishing_to(broker_url: str, *, visibility_timeout: int = 30):
     reset_pools()
     try:
         with app.connection_for_write() as connection:
-            used = f"{connection.transport_cls}://{connection.hostname}:{connection.port}"
+            used = f"{connection.transport.driver_type}://{connection.hostname}:{connection.port}"
             assert broker_url.startswith(used), (used, broker_url)
         yield app
     finally:
