@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -98,8 +99,16 @@ class SimAccount:
 class Exchange:
     """Instruments with last prices, accounts with cash, orders, positions and holdings."""
 
-    def __init__(self, *, prices: dict[str, Decimal], id_prefix: str = ""):
+    def __init__(
+        self,
+        *,
+        prices: dict[str, Decimal],
+        id_prefix: str = "",
+        on_fill: Callable[[SimOrder], None] | None = None,
+    ):
+        """``on_fill`` hears of every order as it fills, so a simulator need not scan for fills."""
         self.lock = threading.RLock()
+        self.on_fill = on_fill
         self.prices = {key: Decimal(str(value)) for key, value in prices.items()}
         self.accounts: dict[str, SimAccount] = {}
         self._ids = itertools.count(1)
@@ -279,6 +288,8 @@ class Exchange:
             if new_quantity and (new_quantity > 0) != (position.quantity > 0):
                 position.average_price = price
         position.quantity = new_quantity
+        if self.on_fill is not None:
+            self.on_fill(order)
 
     def unrealised(self, position: SimPosition) -> Decimal:
         last = self.prices.get(position.instrument, position.average_price)

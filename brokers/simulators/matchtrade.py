@@ -150,8 +150,11 @@ class MatchTraderSimulator(Simulator):
         self.serve_order_history = bool(seed.get("serve_order_history", True))
         self.systems = {system["uuid"]: system for system in seed["systems"]}
         self.instruments = {spec["symbol"]: spec for spec in seed["instruments"]}
+        #: Orders the engine filled since _book_fills last ran.
+        self.unbooked_fills: list[engine.SimOrder] = []
         self.exchange = engine.Exchange(
-            prices={symbol: Decimal(spec["price"]) for symbol, spec in self.instruments.items()}
+            prices={symbol: Decimal(spec["price"]) for symbol, spec in self.instruments.items()},
+            on_fill=self.unbooked_fills.append,
         )
         self.users: dict[str, dict] = {}
         self.accounts: dict[str, dict] = {}
@@ -166,6 +169,11 @@ class MatchTraderSimulator(Simulator):
                     "leverage": Decimal(account["leverage"]),
                     "positions": {},  # position id -> open position
                     "closed": [],  # closed-position operations
+                    # Sums over the open positions, kept as they open and close, so a margin
+                    # check costs the same with 10 positions as with 10,000 (_exposure_change).
+                    "exposure": {},  # symbol -> signed volume x contract size
+                    "open_cost": {},  # symbol -> the same, times each open price
+                    "notional": Decimal(0),  # volume x contract size x open price
                 }
                 # Engine quantities are lots; its cash check is only a backstop: the margin
                 # check in _open_or_create is the platform's rule.
@@ -612,28 +620,32 @@ class MatchTraderSimulator(Simulator):
         return list(self.exchange.account(account["tradingAccountId"]).orders.values())
 
     def _book_fills(self) -> None:
-        """Open a position for every filled opening order not yet booked (hedging account)."""
-        for account in self.accounts.values():
-            for order in self._engine_orders(account):
-                if order.status != engine.FILLED or order.extra.get("booked"):
-                    continue
-                order.extra["booked"] = True
-                if "closes" in order.extra:
-                    continue
-                account["positions"][order.order_id] = {
-                    "id": order.order_id,
-                    "symbol": order.instrument,
-                    "side": order.side,
-                    "volume": order.quantity,
-                    "openPrice": order.average_price,
-                    "openTime": _iso(order.updated_at),
-                    "stopLoss": order.extra.get("slPrice") or 0,
-                    "takeProfit": order.extra.get("tpPrice") or 0,
-                    "comment": order.tag,
-                }
+        """Open a position for every opening order filled and not booked yet (hedging account)."""
+        fills = list(self.unbooked_fills)
+        self.unbooked_fills.clear()
+        for order in fills:
+            if order.extra.get("booked"):
+                continue
+            order.extra["booked"] = True
+            if "closes" in order.extra:
+                continue
+            account = self.accounts[order.account_id]
+            position = account["positions"][order.order_id] = {
+                "id": order.order_id,
+                "symbol": order.instrument,
+                "side": order.side,
+                "volume": order.quantity,
+                "openPrice": order.average_price,
+                "openTime": _iso(order.updated_at),
+                "stopLoss": order.extra.get("slPrice") or 0,
+                "takeProfit": order.extra.get("tpPrice") or 0,
+                "comment": order.tag,
+            }
+            self._exposure_change(account, position, position["volume"])
 
     def _close(self, account: dict, position: dict, volume: Decimal, order) -> None:
         order.extra["booked"] = True
+        self._exposure_change(account, position, -volume)
         direction = 1 if position["side"] == engine.BUY else -1
         size = Decimal(self.instruments[position["symbol"]]["contractSize"])
         profit = (order.average_price - position["openPrice"]) * volume * size * direction
@@ -663,21 +675,26 @@ class MatchTraderSimulator(Simulator):
         else:
             del account["positions"][position["id"]]
 
+    def _exposure_change(self, account: dict, position: dict, volume: Decimal) -> None:
+        """Add ``volume`` (negative: a close) of ``position`` to the account's sums."""
+        symbol = position["symbol"]
+        units = volume * Decimal(self.instruments[symbol]["contractSize"])
+        signed = units if position["side"] == engine.BUY else -units
+        account["exposure"][symbol] = account["exposure"].get(symbol, 0) + signed
+        account["open_cost"][symbol] = (
+            account["open_cost"].get(symbol, 0) + signed * position["openPrice"]
+        )
+        account["notional"] += units * position["openPrice"]
+
     def _unrealised(self, account: dict) -> Decimal:
+        """Sum over open positions of (last price - open price) x signed units."""
         total = Decimal(0)
-        for position in account["positions"].values():
-            size = Decimal(self.instruments[position["symbol"]]["contractSize"])
-            direction = 1 if position["side"] == engine.BUY else -1
-            last = self.exchange.prices[position["symbol"]]
-            total += (last - position["openPrice"]) * position["volume"] * size * direction
+        for symbol, exposure in account["exposure"].items():
+            total += self.exchange.prices[symbol] * exposure - account["open_cost"][symbol]
         return total
 
     def _used_margin(self, account: dict) -> Decimal:
-        total = Decimal(0)
-        for position in account["positions"].values():
-            size = Decimal(self.instruments[position["symbol"]]["contractSize"])
-            total += position["volume"] * size * position["openPrice"] / account["leverage"]
-        return total
+        return account["notional"] / account["leverage"]
 
     def _free_margin(self, account: dict) -> Decimal:
         return account["balance"] + self._unrealised(account) - self._used_margin(account)

@@ -278,6 +278,29 @@ def test_close_position_can_close_part_of_a_position(sim):
     assert sorted(fills.values()) == [Decimal("0.10"), Decimal("0.30")]
 
 
+def test_margin_and_profit_follow_the_positions_as_they_open_close_and_reprice(sim):
+    adapter = connect(sim)
+    first = adapter.place_order(order(adapter, quantity=Decimal("0.30")))
+    set_price(sim, "XAUUSD", "2360.00")
+    sell = adapter.place_order(order(adapter, side=Side.SELL, quantity=Decimal("0.10")))
+    set_price(sim, "XAUUSD", "2340.50")
+    adapter.place_order(order(adapter, quantity=Decimal("0.20")))
+    adapter.close_position(first.broker_order_id, volume=Decimal("0.10"))
+    adapter.close_position(sell.broker_order_id)
+    set_price(sim, "XAUUSD", "2371.25")
+
+    positions = adapter.positions()
+    assert sorted(p.quantity for p in positions) == [Decimal("0.20"), Decimal("0.20")]
+    # The positions one by one: 100 oz a lot, leverage 100.
+    margin = sum(abs(p.quantity) * 100 * p.average_price / 100 for p in positions)
+    profit = sum(p.pnl for p in positions)
+    funds = adapter.funds()
+    assert funds.used_margin == margin == Decimal("938.10")  # (2350 + 2340.50) * 20 oz / 100
+    assert profit == Decimal("1040.00")  # (2371.25 - 2350 + 2371.25 - 2340.50) * 20 oz
+    assert funds.equity == funds.total + profit
+    assert funds.available == funds.equity - margin
+
+
 def test_closing_an_unknown_position_is_not_found(sim):
     adapter = connect(sim)
     with pytest.raises(errors.NotFound):
