@@ -56,10 +56,17 @@ def _sync_soon(order_id: int) -> None:
 
 
 @shared_task(name="orders.tasks.account_fill_prices_read_task")
-def account_fill_prices_read_task(account_id: int) -> int:
-    """Read the fill prices of an account's orders acknowledged filled without one, together; on
-    housekeeping, so placement never waits for it."""
-    return services.account_fill_prices_read(account_id=account_id)
+def account_fill_prices_read_task(account_ids: list[int] | int) -> int:
+    """Read the fill prices of these accounts' orders acknowledged filled without one, an account
+    at a time; on housekeeping, so placement never waits for it. (One id: a message queued by an
+    earlier release.) One account's failure leaves the others' reads to go on."""
+    completed = 0
+    for account_id in [account_ids] if isinstance(account_ids, int) else account_ids:
+        try:
+            completed += services.account_fill_prices_read(account_id=account_id)
+        except Exception:  # best effort: the account's next read tries these orders again
+            logger.exception("Reading the fill prices of account %s failed", account_id)
+    return completed
 
 
 @shared_task(name="orders.tasks.fill_price_read_task")

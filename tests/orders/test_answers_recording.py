@@ -8,6 +8,7 @@ import threading
 from contextlib import contextmanager
 from decimal import Decimal
 
+import pytest
 from celery.signals import task_prerun
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
@@ -18,7 +19,7 @@ from brokers.adapters.base import OrderAck
 from brokers.adapters.base import OrderStatus as BrokerStatus
 from orders import services
 from orders.models import Order, OrderEvent, OrderStatus
-from orders.tasks import fill_price_read_task
+from orders.tasks import account_fill_prices_read_task, fill_price_read_task
 
 from .conftest import spec
 
@@ -170,12 +171,12 @@ def filled_without_price(orders) -> list[tuple]:
 
 @contextmanager
 def fill_price_reads():
-    """The account ids of the fill-price tasks run meanwhile."""
-    runs: list[int] = []
+    """Per fill-price task run meanwhile, the account ids it was given."""
+    runs: list[list[int]] = []
 
     def count(sender=None, args=(), **kwargs):
         if sender.name == "orders.tasks.account_fill_prices_read_task":
-            runs.append(args[0])
+            runs.append(sorted(args[0]))
 
     task_prerun.connect(count)
     try:
@@ -184,7 +185,7 @@ def fill_price_reads():
         task_prerun.disconnect(count)
 
 
-def test_fill_prices_of_an_accounts_orders_acknowledged_together_are_read_by_one_task(
+def test_fill_prices_of_orders_acknowledged_together_are_read_by_one_task_once_per_account(
     team, paper_account_factory, django_capture_on_commit_callbacks
 ):
     first, second = paper_account_factory("Acc 1"), paper_account_factory("Acc 2")
@@ -192,7 +193,7 @@ def test_fill_prices_of_an_accounts_orders_acknowledged_together_are_read_by_one
     with fill_price_reads() as runs, django_capture_on_commit_callbacks(execute=True):
         services._answers_record(filled_without_price(orders))
 
-    assert sorted(runs) == [first.pk, second.pk]  # one task per account, not per order
+    assert runs == [sorted([first.pk, second.pk])]  # one task, each account once
     for order in orders:
         order.refresh_from_db()
         assert order.status == S.FILLED
@@ -205,7 +206,7 @@ def test_an_order_filled_within_the_window_is_left_to_the_read_already_coming(te
         services._enqueue_fill_prices_read([paper_account.pk])
         services._enqueue_fill_prices_read([paper_account.pk])
     # In production the first read runs after the window, when both orders are stored.
-    assert runs == [paper_account.pk]
+    assert runs == [[paper_account.pk]]
 
 
 def test_while_the_cache_is_down_every_acknowledgement_still_gets_its_read(
@@ -214,18 +215,48 @@ def test_while_the_cache_is_down_every_acknowledgement_still_gets_its_read(
     with fill_price_reads() as runs:
         services._enqueue_fill_prices_read([paper_account.pk])
         services._enqueue_fill_prices_read([paper_account.pk])
-    assert runs == [paper_account.pk, paper_account.pk]
+    assert runs == [[paper_account.pk], [paper_account.pk]]
 
 
+def test_one_accounts_failed_fill_price_read_leaves_the_other_accounts_reads_to_go_on(
+    team, paper_account_factory, monkeypatch, caplog
+):
+    failing, fine = paper_account_factory("Acc 1"), paper_account_factory("Acc 2")
+    orders = claimed_orders(team, [failing, fine])
+    services._answers_record(filled_without_price(orders))  # no on-commit here: no read yet
+    real_read = services.account_fill_prices_read
+
+    def read(*, account_id):
+        if account_id == failing.pk:
+            raise RuntimeError("the adapter broke")
+        return real_read(account_id=account_id)
+
+    monkeypatch.setattr(services, "account_fill_prices_read", read)
+    assert account_fill_prices_read_task.delay([failing.pk, fine.pk]).get() == 1
+
+    for order in orders:
+        order.refresh_from_db()
+    assert [order.average_price for order in orders] == [None, Decimal("1500")]
+    assert f"Reading the fill prices of account {failing.pk} failed" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "earlier_message",
+    [
+        lambda order: fill_price_read_task.delay([order.pk]),  # order ids
+        lambda order: account_fill_prices_read_task.delay(order.broker_account_id),  # one account
+    ],
+    ids=["order-ids", "one-account-id"],
+)
 def test_a_fill_price_message_of_an_earlier_release_reads_its_accounts_fill_prices(
-    team, paper_account
+    team, paper_account, earlier_message
 ):
     (order,) = claimed_orders(team, [paper_account])
     services._answers_record(filled_without_price([order]))  # no on-commit here: no read yet
     order.refresh_from_db()
     assert order.average_price is None
 
-    fill_price_read_task.delay([order.pk])
+    earlier_message(order)
 
     order.refresh_from_db()
     assert order.average_price == Decimal("1500")
