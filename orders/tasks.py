@@ -73,13 +73,13 @@ def account_fill_prices_read_task(account_ids: list[int] | int) -> int:
 def fill_price_read_task(order_ids: list[int] | int) -> None:
     """Messages queued by earlier releases (order ids): their accounts' fill prices are read."""
     ids = [order_ids] if isinstance(order_ids, int) else order_ids
-    for account_id in (
+    account_ids = (
         Order.objects.filter(pk__in=ids)
         .order_by()
         .values_list("broker_account_id", flat=True)
         .distinct()
-    ):
-        services.account_fill_prices_read(account_id=account_id)
+    )
+    account_fill_prices_read_task(list(account_ids))
 
 
 @shared_task(name="orders.tasks.order_reconcile_task")
