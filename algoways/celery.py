@@ -4,7 +4,9 @@ import os
 
 from celery import Celery
 from celery.app.defaults import DEFAULTS
-from celery.signals import task_postrun, task_prerun
+from celery.signals import task_postrun, task_prerun, worker_process_init, worker_ready
+
+from algoways.gc_freeze import startup_objects_freeze
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "algoways.settings")
 
@@ -43,3 +45,11 @@ def database_connections_recycle(sender=None, **kwargs) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@worker_process_init.connect
+@worker_ready.connect
+def worker_startup_objects_freeze(**kwargs) -> None:
+    """A worker's process, once its tasks are imported: a prefork child as it starts, and the
+    worker's main process (which runs the tasks of the solo and threads pools) once ready."""
+    startup_objects_freeze()

@@ -27,8 +27,12 @@ def post_worker_init(worker):
     Django loads the URLconf, and with it every view and serializer module, on a process's first
     request: 0.28 s of imports on the benchmark machine, which the first order each new worker
     served waited for (bench_orders' single-client p99 was that one request, 0.3-0.47 s).
-    Connections stay lazy: each worker opens its own after the fork.
+    Connections stay lazy: each worker opens its own after the fork. What is loaded then is
+    frozen out of the garbage collector's full collections (``startup_objects_freeze``).
     """
     from django.urls import get_resolver
 
+    from algoways.gc_freeze import startup_objects_freeze
+
     get_resolver().url_patterns  # noqa: B018 - evaluated for its imports
+    startup_objects_freeze()

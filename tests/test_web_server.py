@@ -74,14 +74,16 @@ def test_a_keep_alive_connection_is_closed_after_its_last_allowed_request(web_se
     assert len(set(client_ports[: KEEPALIVE_REQUESTS - 1])) == 1
 
 
-def test_a_worker_imports_every_view_before_its_first_request():
+def test_a_worker_imports_every_view_and_freezes_them_before_its_first_request():
     # In a fresh interpreter: this one imported the views long ago.
     script = (
         "import sys, django; django.setup()\n"
         "from algoways.gunicorn import post_worker_init\n"
-        "before = 'orders.api.views' in sys.modules\n"
+        "import gc\n"
+        "before = 'orders.api.views' in sys.modules, gc.get_freeze_count() > 0\n"
         "post_worker_init(worker=None)\n"
-        "print(before, 'orders.api.views' in sys.modules, 'accounts.api.views' in sys.modules)\n"
+        "print(*before, 'orders.api.views' in sys.modules, 'accounts.api.views' in sys.modules,"
+        " gc.get_freeze_count() > 0)\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", script],
@@ -92,4 +94,5 @@ def test_a_worker_imports_every_view_before_its_first_request():
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["False", "True", "True"]
+    # ... and freezes what it loaded out of the garbage collector's full collections.
+    assert result.stdout.split() == ["False", "False", "True", "True", "True"]
