@@ -4,7 +4,7 @@ import os
 
 from celery import Celery
 from celery.app.defaults import DEFAULTS
-from celery.signals import task_postrun, task_prerun, worker_process_init, worker_ready
+from celery.signals import task_postrun, task_prerun, worker_init, worker_process_init
 
 from algoways.gc_freeze import startup_objects_freeze
 
@@ -47,9 +47,10 @@ def database_connections_recycle(sender=None, **kwargs) -> None:
     close_old_connections()
 
 
+@worker_init.connect
 @worker_process_init.connect
-@worker_ready.connect
 def worker_startup_objects_freeze(**kwargs) -> None:
-    """A worker's process, once its tasks are imported: a prefork child as it starts, and the
-    worker's main process (which runs the tasks of the solo and threads pools) once ready."""
+    """Freeze a worker's start-up objects: in its main process once the tasks are imported and
+    before a prefork pool forks (the children inherit them frozen, so their collections never
+    write to those pages, which stay shared), then what each prefork child adds as it starts."""
     startup_objects_freeze()

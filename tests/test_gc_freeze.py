@@ -6,7 +6,7 @@ import gc
 import weakref
 
 import pytest
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import worker_init, worker_process_init
 
 from algoways.gc_freeze import startup_objects_freeze
 
@@ -36,7 +36,7 @@ def test_objects_alive_at_start_are_frozen_and_later_garbage_is_still_collected(
     assert alive() is None
 
 
-@pytest.mark.parametrize("signal", [worker_process_init, worker_ready], ids=lambda s: s.name)
+@pytest.mark.parametrize("signal", [worker_init, worker_process_init], ids=lambda s: s.name)
 def test_a_celery_worker_process_freezes_once_started(unfrozen, signal):
     assert gc.get_freeze_count() == 0
     signal.send(sender=None)
