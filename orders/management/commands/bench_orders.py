@@ -15,13 +15,16 @@ server (gunicorn, gthread, as in the Procfile) and a Celery worker as subprocess
    Django), so neither the GIL of this process, which serves the simulator, nor a heavy HTTP
    library shapes the figure. Every client, here or there, keeps one connection alive. With
    the worker paused it also prints the CPU time each accepted order cost the web processes,
-   PostgreSQL, Redis and the whole machine, and so how many orders/s the cores allow;
+   the order worker, PostgreSQL, Redis, this process and the whole machine, and so how many
+   orders/s the cores allow;
 2. end-to-end latency (POST to the broker's acknowledgement recorded in the database) of orders
    sent one after another, split by the order's events into accept, queue and worker pickup,
    and broker call, beside the same orders sent as direct adapter calls in the same run: the
    ratio is the platform's overhead;
 3. fan-out: one POST /api/order-groups/ to 100 and 500 accounts at ``--fanout-latency-ms``, time
-   until every child is acknowledged, against one order's end-to-end time at that latency;
+   until every child is acknowledged, against one order's end-to-end time at that latency,
+   and the CPU each child cost (web, order worker, PostgreSQL, Redis, the simulator, the
+   machine): the least time the machine's cores allow for the whole group;
 4. peak memory (VmHWM) of every web and worker process.
 
 It prints the numbers and asserts nothing. Everything it created is deleted at the end.
@@ -612,11 +615,14 @@ class Command(BaseCommand):
         return latencies, max(finished for _, finished, _ in outcomes) - released, cpu
 
     def cpu_used(self) -> dict[str, float]:
-        """CPU seconds used so far by the web processes, PostgreSQL, Redis and the machine."""
+        """CPU seconds used so far by the web processes, the order worker's, PostgreSQL, Redis,
+        this process (the simulator, and the benchmark's own waiting) and the whole machine."""
         return {
             "web": cpu_seconds(process_tree(self.web.process.pid)),
+            "order worker": cpu_seconds(process_tree(self.worker.process.pid)),
             "PostgreSQL": cpu_seconds(pids_named("postgres")),
             "Redis": cpu_seconds(pids_named("redis-server")),
+            "simulator": time.process_time(),
             "machine": machine_busy_seconds(),
         }
 
@@ -754,6 +760,7 @@ class Command(BaseCommand):
                 },
             }
             started_wall = time.time()
+            cpu_before = self.cpu_used()
             accepted, status, content = self.api_client(timeout=120).request(
                 "POST", "/api/order-groups/", json.dumps(body).encode()
             )
@@ -763,6 +770,7 @@ class Command(BaseCommand):
                 )
             group_id = json.loads(content)["id"]
             self.wait_answered(timeout=300)
+            cpu_after = self.cpu_used()
             children = dict.fromkeys(
                 Order.objects.filter(group_id=group_id).values_list("pk", flat=True), started_wall
             )
@@ -773,6 +781,7 @@ class Command(BaseCommand):
                     "accepted": accepted,
                     "all": max(delays),
                     "p50": percentile(delays, 50),
+                    "cpu": {name: cpu_after[name] - cpu_before[name] for name in cpu_before},
                 }
             )
         return results
@@ -856,6 +865,15 @@ class Command(BaseCommand):
                     f"   all acknowledged {ms(group['all'])}"
                     f" ({group['all'] / single:.1f}x one order; target <= 10x)"
                     f"   child p50 {ms(group['p50'])}"
+                )
+                lines.append(
+                    "    CPU per child: "
+                    + ", ".join(
+                        f"{name} {seconds / group['size'] * 1000:.1f} ms"
+                        for name, seconds in group["cpu"].items()
+                    )
+                    + f" (on {os.cpu_count()} cores: at least"
+                    f" {group['cpu']['machine'] / os.cpu_count():.2f}s for all)"
                 )
         memory = results["memory"]
         lines += [
