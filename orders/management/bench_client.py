@@ -56,7 +56,8 @@ def client_process(
     barrier,
     results,
 ) -> None:
-    """Run one client thread per list of bodies; each puts (latencies, finished, error)."""
+    """Run one client thread per list of bodies; each puts (latencies, finished, cpu, error):
+    ``cpu`` is the CPU seconds its own thread used from the barrier's release to the end."""
     threads = [
         threading.Thread(target=_client, args=(base_url, api_key, path, bodies, barrier, results))
         for bodies in bodies_per_client
@@ -72,8 +73,10 @@ def _client(base_url, api_key, path, bodies, barrier, results) -> None:
     client = ApiClient(base_url, api_key)
     latencies: list[float] = []
     error = None
+    cpu_started = None
     try:
         barrier.wait(timeout=120)
+        cpu_started = time.thread_time()
         for body in bodies:
             elapsed, status, content = client.request("POST", path, body)
             if status not in (201, 202):
@@ -85,5 +88,6 @@ def _client(base_url, api_key, path, bodies, barrier, results) -> None:
     # perf_counter is CLOCK_MONOTONIC on Linux, one clock for every process on the machine,
     # so the benchmark can compare this moment with the one it released the barrier at.
     finished = time.perf_counter()
+    cpu = time.thread_time() - cpu_started if cpu_started is not None else 0.0
     client.close()
-    results.put((latencies, finished, error))
+    results.put((latencies, finished, cpu, error))
