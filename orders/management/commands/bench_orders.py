@@ -37,6 +37,7 @@ import http.client
 import json
 import multiprocessing
 import os
+import platform
 import signal
 import socket
 import subprocess
@@ -806,7 +807,9 @@ class Command(BaseCommand):
             f"bench_orders: Match-Trader simulator, PostgreSQL, Redis; web gunicorn "
             f"{o['web_workers']}x{o['web_threads']} gthread; worker {o['worker_pool']} "
             f"-c {o['worker_concurrency']} on the orders queue, prefork -c 1 on housekeeping; "
-            f"{os.cpu_count()} CPUs; a Python loop of 10^7 additions took {self.loop_seconds:.2f}s",
+            f"{os.cpu_count()} CPUs; Python {platform.python_version()} "
+            f"({os.path.realpath(sys.executable)}): a loop of 10^7 additions took "
+            f"{self.loop_seconds:.2f}s",
             "",
             "API accept (POST /api/orders/ -> 202)",
             f"  1 client, keep-alive      p50 {ms(percentile(accept['single'], 50))}"
