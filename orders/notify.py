@@ -1,9 +1,12 @@
 """Telling a waiting API request that its order left PENDING/SUBMITTING.
 
-With Redis (``REDIS_URL``) the worker publishes on a per-order channel once the change is
-committed, and the request blocks on that channel: no polling, no result backend, no database
-transaction held open. Without Redis the request polls the order row with exponential backoff
-starting at 20 ms.
+With Redis (``REDIS_URL``) the worker, once the change is committed, pushes a signal onto a
+short-lived list per order, and the request blocks on that list (BLPOP) on one of its process's
+pooled Redis connections: no polling, no result backend, no database transaction held open. A
+signal pushed before the request starts to block is still there when it does, and the
+connection goes back to the pool afterwards (pub/sub, used before, needs a connection of its
+own per waiting request: a new TCP connection and handshake each time, 0.75 ms of CPU). Without
+Redis the request polls the order row with exponential backoff starting at 20 ms.
 """
 
 from __future__ import annotations
@@ -21,9 +24,12 @@ logger = logging.getLogger(__name__)
 IN_FLIGHT = frozenset({OrderStatus.PENDING, OrderStatus.SUBMITTING})
 FIRST_POLL_SECONDS = 0.02
 MAX_POLL_SECONDS = 0.5
+#: A waiting request takes its order's signal within about a second of the push (it blocks at
+#: most a second at a time); this bounds how long signals that nobody waits for stay in Redis.
+SIGNAL_TTL_SECONDS = 30
 
 
-def channel(order_id: int) -> str:
+def signal_key(order_id: int) -> str:
     return f"algoways:orders:{order_id}:settled"
 
 
@@ -35,17 +41,18 @@ def _redis():
 
 
 def orders_settled(order_ids: list[int]) -> None:
-    """Publish that these orders have an answer, in one round trip; called after the changes
+    """Signal that these orders have an answer, in one round trip; called after the changes
     are committed."""
     if not settings.REDIS_URL or not order_ids:
         return
     try:
         pipeline = _redis().pipeline(transaction=False)
         for order_id in order_ids:
-            pipeline.publish(channel(order_id), "1")
+            pipeline.lpush(signal_key(order_id), 1)
+            pipeline.expire(signal_key(order_id), SIGNAL_TTL_SECONDS)
         pipeline.execute()
     except Exception as exc:  # noqa: BLE001 - a waiter falls back to its timeout, nothing is lost
-        logger.warning("Could not publish the settlement of orders %s: %s", order_ids, exc)
+        logger.warning("Could not signal the settlement of orders %s: %s", order_ids, exc)
 
 
 def order_wait(order_id: int, timeout: float) -> Order:
@@ -64,22 +71,16 @@ def _read(order_id: int) -> Order:
 
 
 def _wait_redis(order_id: int, deadline: float) -> Order:
-    pubsub = _redis().pubsub(ignore_subscribe_messages=True)
-    try:
-        # Subscribe before reading, so a change committed between the two is not missed.
-        pubsub.subscribe(channel(order_id))
+    client = _redis()
+    order = _read(order_id)
+    while order.status in IN_FLIGHT:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        # Woken by the signal, or after a second at most: the look then covers a lost signal.
+        client.blpop([signal_key(order_id)], timeout=min(remaining, 1.0))
         order = _read(order_id)
-        while order.status in IN_FLIGHT:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            if pubsub.get_message(timeout=min(remaining, 1.0)) is not None:
-                order = _read(order_id)
-            elif remaining > 1.0:
-                order = _read(order_id)  # a once-a-second look covers a lost publish
-        return order
-    finally:
-        pubsub.close()
+    return order
 
 
 def _wait_polling(order_id: int, deadline: float) -> Order:

@@ -1,4 +1,4 @@
-"""Prefer: wait — the request learns of the broker's answer by Redis pub/sub, or by polling."""
+"""Prefer: wait — the request learns of the broker's answer by a Redis signal, or by polling."""
 
 import threading
 import time
@@ -42,22 +42,54 @@ def pending_order(team, paper_account):
     return order
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
-def test_wait_wakes_on_the_redis_publish(pending_order, settings):
+@pytest.fixture
+def redis_signals(settings):
     if not redis_reachable():
         pytest.skip("needs a Redis server at 127.0.0.1:6379")
     settings.REDIS_URL = REDIS_URL
     notify._redis.cache_clear()
-    try:
-        started = time.monotonic()
-        thread = answer_later(pending_order.pk, publish=True)
-        order = notify.order_wait(pending_order.pk, 5)
-        elapsed = time.monotonic() - started
-        thread.join()
-    finally:
-        notify._redis.cache_clear()
+    yield redis.Redis.from_url(REDIS_URL)
+    notify._redis.cache_clear()
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_wait_wakes_on_the_redis_signal(pending_order, redis_signals):
+    started = time.monotonic()
+    thread = answer_later(pending_order.pk, publish=True)
+    order = notify.order_wait(pending_order.pk, 5)
+    elapsed = time.monotonic() - started
+    thread.join()
     assert order.status == OrderStatus.OPEN
-    assert elapsed < 0.9  # woken by the message, not by the once-a-second look
+    assert elapsed < 0.9  # woken by the signal, not by the once-a-second look
+    # The signal was taken; one nobody takes expires.
+    assert redis_signals.llen(notify.signal_key(pending_order.pk)) == 0
+    notify.orders_settled([pending_order.pk + 10**9])
+    assert 0 < redis_signals.ttl(notify.signal_key(pending_order.pk + 10**9)) <= 30
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_waiting_requests_share_pooled_redis_connections(
+    team, paper_account, redis_signals, monkeypatch
+):
+    opened = []
+
+    def on_connect(connection) -> None:  # redis-py's hook for every (re)connect of a connection
+        opened.append(connection)
+        connection.on_connect()
+
+    pool = notify._redis().connection_pool  # a new client (the fixture), nothing connected yet
+    monkeypatch.setitem(pool.connection_kwargs, "redis_connect_func", on_connect)
+
+    for _ in range(10):
+        order, _ = services.order_place(
+            team=team, account=paper_account, spec=spec(), enqueue=False
+        )
+        thread = answer_later(order.pk, publish=True)
+        assert notify.order_wait(order.pk, 5).status == OrderStatus.OPEN
+        thread.join()
+    # Ten waits one after another: one pooled connection for the waits, one for the signals
+    # sent meanwhile from this same process (pub/sub connected anew for every wait).
+    assert len(opened) == 2
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
