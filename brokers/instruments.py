@@ -122,23 +122,40 @@ def _broker_version_key(broker: str) -> str:
 
 
 def _bump_cache_version(broker: str) -> None:
-    """Cached lookups carry the broker's version; a new version retires them all at once."""
+    """Cached answers carry the broker's version; a new version retires them all at once."""
     key = _broker_version_key(broker)
     if not cache.add(key, 1, None):
         cache.incr(key)
 
 
-def _cache_keys(broker: str, *suffixes: str) -> list[str]:
-    """Cache keys of lookups under the broker's current master version (one cache read)."""
-    version = cache.get(_broker_version_key(broker)) or 0
-    return [f"instrument:{broker}:{version}:{suffix}" for suffix in suffixes]
+def _cached_answers(broker: str, *suffixes: str) -> tuple[int, list]:
+    """``(version, answers)``: the broker's current version and, per suffix, the answer cached
+    under it (None when missing or cached under an older version), in one cache read.
+
+    Answers are kept as ``(version, answer)`` under keys without the version, so the version is
+    read in the same round trip as the answers (every order asks).
+    """
+    keys = [_broker_version_key(broker), *(_answer_key(broker, suffix) for suffix in suffixes)]
+    found = cache.get_many(keys)
+    version = found.get(keys[0]) or 0
+    answers = []
+    for key in keys[1:]:
+        entry = found.get(key)
+        answers.append(entry[1] if entry is not None and entry[0] == version else None)
+    return version, answers
 
 
-def _cached(key: str, load, found=None):
-    """``load()``'s answer, cached under ``key`` until a refresh; ``found`` if already read."""
+def _answer_key(broker: str, suffix: str) -> str:
+    return f"instrument-answer:{broker}:{suffix}"
+
+
+def _cached(broker: str, suffix: str, version: int, load, found=None):
+    """``load()``'s answer, cached under the broker's ``version`` until a refresh; ``found``
+    if already read."""
     if found is None:
         found = load()
-        cache.set(key, found if found is not None else False, LOOKUP_CACHE_SECONDS)
+        entry = (version, found if found is not None else False)
+        cache.set(_answer_key(broker, suffix), entry, LOOKUP_CACHE_SECONDS)
     return found or None
 
 
@@ -152,28 +169,33 @@ def _master_loaded_query(broker: str) -> bool:
 
 def instrument_lookup(*, broker: str, exchange: str, symbol: str) -> Instrument | None:
     """The instrument row for an order, cached in the shared cache until the next refresh."""
-    (key,) = _cache_keys(broker, f"{exchange}:{symbol}")
+    suffix = f"{exchange}:{symbol}"
+    version, (found,) = _cached_answers(broker, suffix)
     return _cached(
-        key,
+        broker,
+        suffix,
+        version,
         lambda: _instrument_query(broker=broker, exchange=exchange, symbol=symbol),
-        cache.get(key),
+        found,
     )
 
 
 def ensure_known_instrument(*, broker: str, exchange: str, symbol: str) -> Instrument | None:
     """The instrument, or InvalidInstrument when the broker's master is loaded and lacks it.
 
-    Asked on every order: both cached answers come back in one read after the version's.
+    Asked on every order: the version and both cached answers come back in one read.
     """
-    lookup_key, loaded_key = _cache_keys(broker, f"{exchange}:{symbol}", "#loaded")
-    cached = cache.get_many([lookup_key, loaded_key])
+    suffix = f"{exchange}:{symbol}"
+    version, (found, loaded) = _cached_answers(broker, suffix, "#loaded")
     instrument = _cached(
-        lookup_key,
+        broker,
+        suffix,
+        version,
         lambda: _instrument_query(broker=broker, exchange=exchange, symbol=symbol),
-        cached.get(lookup_key),
+        found,
     )
     if instrument is None and _cached(
-        loaded_key, lambda: _master_loaded_query(broker), cached.get(loaded_key)
+        broker, "#loaded", version, lambda: _master_loaded_query(broker), loaded
     ):
         raise errors.InvalidInstrument(f"{exchange}:{symbol} is not in {broker}'s instruments.")
     return instrument
