@@ -71,16 +71,17 @@ def _read(order_id: int) -> Order:
 
 
 def _wait_redis(order_id: int, deadline: float) -> Order:
+    # No read before the first wait: a signal pushed before it is still in the list, and the
+    # worker claiming the order meanwhile has the database (and the cores) to itself.
     client = _redis()
-    order = _read(order_id)
-    while order.status in IN_FLIGHT:
+    while True:
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        # Woken by the signal, or after a second at most: the look then covers a lost signal.
-        client.blpop([signal_key(order_id)], timeout=min(remaining, 1.0))
+        if remaining > 0:
+            # Woken by the signal, or after a second at most: the look covers a lost signal.
+            client.blpop([signal_key(order_id)], timeout=min(remaining, 1.0))
         order = _read(order_id)
-    return order
+        if order.status not in IN_FLIGHT or remaining <= 0:
+            return order
 
 
 def _wait_polling(order_id: int, deadline: float) -> Order:

@@ -68,6 +68,29 @@ def test_wait_wakes_on_the_redis_signal(pending_order, redis_signals):
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_signal_sent_before_the_wait_began_wakes_it_at_once(pending_order, redis_signals):
+    Order.objects.filter(pk=pending_order.pk).update(status=OrderStatus.OPEN)
+    notify.orders_settled([pending_order.pk])
+    started = time.monotonic()
+    order = notify.order_wait(pending_order.pk, 5)
+    assert order.status == OrderStatus.OPEN
+    assert time.monotonic() - started < 0.5
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_an_answer_whose_signal_was_lost_is_seen_within_about_a_second(
+    pending_order, redis_signals
+):
+    started = time.monotonic()
+    thread = answer_later(pending_order.pk, publish=False)
+    order = notify.order_wait(pending_order.pk, 5)
+    elapsed = time.monotonic() - started
+    thread.join()
+    assert order.status == OrderStatus.OPEN
+    assert 0.9 <= elapsed < 2.5  # the once-a-second look, not the 5 s timeout
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_waiting_requests_share_pooled_redis_connections(
     team, paper_account, redis_signals, monkeypatch
 ):
