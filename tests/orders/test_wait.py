@@ -36,6 +36,16 @@ def answer_later(order_id: int, *, publish: bool) -> threading.Thread:
     return thread
 
 
+def wait_answered_later(order_id: int, *, publish: bool) -> tuple[Order, float]:
+    """order_wait (5 s) while answer_later answers the order: the order and seconds waited."""
+    started = time.monotonic()
+    thread = answer_later(order_id, publish=publish)
+    order = notify.order_wait(order_id, 5)
+    elapsed = time.monotonic() - started
+    thread.join()
+    return order, elapsed
+
+
 @pytest.fixture
 def pending_order(team, paper_account):
     order, _ = services.order_place(team=team, account=paper_account, spec=spec(), enqueue=False)
@@ -54,11 +64,7 @@ def redis_signals(settings):
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_wait_wakes_on_the_redis_signal(pending_order, redis_signals):
-    started = time.monotonic()
-    thread = answer_later(pending_order.pk, publish=True)
-    order = notify.order_wait(pending_order.pk, 5)
-    elapsed = time.monotonic() - started
-    thread.join()
+    order, elapsed = wait_answered_later(pending_order.pk, publish=True)
     assert order.status == OrderStatus.OPEN
     assert elapsed < 0.9  # woken by the signal, not by the once-a-second look
     # The signal was taken; one nobody takes expires.
@@ -81,11 +87,7 @@ def test_a_signal_sent_before_the_wait_began_wakes_it_at_once(pending_order, red
 def test_an_answer_whose_signal_was_lost_is_seen_within_about_a_second(
     pending_order, redis_signals
 ):
-    started = time.monotonic()
-    thread = answer_later(pending_order.pk, publish=False)
-    order = notify.order_wait(pending_order.pk, 5)
-    elapsed = time.monotonic() - started
-    thread.join()
+    order, elapsed = wait_answered_later(pending_order.pk, publish=False)
     assert order.status == OrderStatus.OPEN
     assert 0.9 <= elapsed < 2.5  # the once-a-second look, not the 5 s timeout
 
@@ -118,11 +120,7 @@ def test_waiting_requests_share_pooled_redis_connections(
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_wait_without_redis_polls_with_backoff(pending_order, settings):
     settings.REDIS_URL = ""
-    started = time.monotonic()
-    thread = answer_later(pending_order.pk, publish=False)
-    order = notify.order_wait(pending_order.pk, 5)
-    elapsed = time.monotonic() - started
-    thread.join()
+    order, elapsed = wait_answered_later(pending_order.pk, publish=False)
     assert order.status == OrderStatus.OPEN
     assert elapsed < 1.5
 
