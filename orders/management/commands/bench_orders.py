@@ -89,6 +89,11 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
 
+def cpu_per(cpu: dict[str, float], count: int) -> str:
+    """Each process's CPU seconds in ``cpu`` per one of ``count`` items, in ms."""
+    return ", ".join(f"{name} {seconds / count * 1000:.1f} ms" for name, seconds in cpu.items())
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -602,7 +607,7 @@ class Command(BaseCommand):
                     self.web.check()
                     if not any(child.is_alive() for child in children):
                         raise CommandError("A client process died without reporting.")
-            cpu_after = self.cpu_used()
+            cpu = self.cpu_used_since(cpu_before)
         finally:
             for child in children:
                 child.join(10)
@@ -612,7 +617,6 @@ class Command(BaseCommand):
         if errors:
             raise CommandError(errors[0])
         latencies = [latency for mine, *_ in outcomes for latency in mine]
-        cpu = {name: cpu_after[name] - cpu_before[name] for name in cpu_before}
         # The load clients' own CPU, before the machine's: the rest of the machine's is ours.
         cpu = {"load clients": sum(used for _, _, used, _ in outcomes), **cpu}
         return latencies, max(finished for _, finished, _, _ in outcomes) - released, cpu
@@ -628,6 +632,11 @@ class Command(BaseCommand):
             "simulator": time.process_time(),
             "machine": machine_busy_seconds(),
         }
+
+    def cpu_used_since(self, before: dict[str, float]) -> dict[str, float]:
+        """CPU seconds used since ``before`` (a ``cpu_used``), by the same names."""
+        now = self.cpu_used()
+        return {name: now[name] - before[name] for name in before}
 
     def wait_answered(self, *, timeout: float) -> float:
         """Seconds until no order of the team awaits its broker answer."""
@@ -773,7 +782,7 @@ class Command(BaseCommand):
                 )
             group_id = json.loads(content)["id"]
             self.wait_answered(timeout=300)
-            cpu_after = self.cpu_used()
+            cpu = self.cpu_used_since(cpu_before)
             children = dict.fromkeys(
                 Order.objects.filter(group_id=group_id).values_list("pk", flat=True), started_wall
             )
@@ -784,7 +793,7 @@ class Command(BaseCommand):
                     "accepted": accepted,
                     "all": max(delays),
                     "p50": percentile(delays, 50),
-                    "cpu": {name: cpu_after[name] - cpu_before[name] for name in cpu_before},
+                    "cpu": cpu,
                 }
             )
         return results
@@ -820,10 +829,7 @@ class Command(BaseCommand):
             f"   p99 {ms(percentile(accept['alone'], 99))}"
             f"   throughput {accept['total'] / accept['alone_wall']:.0f} orders/s (target >= 300)",
             "    CPU per accepted order: "
-            + ", ".join(
-                f"{name} {seconds / accept['total'] * 1000:.1f} ms"
-                for name, seconds in accept["alone_cpu"].items()
-            )
+            + cpu_per(accept["alone_cpu"], accept["total"])
             + f" (the machine's {os.cpu_count()} cores allow"
             f" {os.cpu_count() * accept['total'] / accept['alone_cpu']['machine']:.0f} orders/s)",
             f"    then the worker alone sent that backlog in {accept['backlog_drain']:.2f}s"
@@ -873,10 +879,7 @@ class Command(BaseCommand):
                 )
                 lines.append(
                     "    CPU per child: "
-                    + ", ".join(
-                        f"{name} {seconds / group['size'] * 1000:.1f} ms"
-                        for name, seconds in group["cpu"].items()
-                    )
+                    + cpu_per(group["cpu"], group["size"])
                     + f" (on {os.cpu_count()} cores: at least"
                     f" {group['cpu']['machine'] / os.cpu_count():.2f}s for all)"
                 )
