@@ -58,12 +58,17 @@ def with_trading_controls(accounts: QuerySet) -> QuerySet:
     )
 
 
+def read_with_trading_controls(account) -> bool:
+    """Whether ``account`` was read by ``with_trading_controls`` (its switches came with it)."""
+    return hasattr(account, "has_risk_limits")
+
+
 def trading_halt_reason(*, account) -> str:
     """Why trading is halted for ``account`` (its own switch or its team's), or ''.
 
-    Reads the team's switch through ``account.team``: pass an account read in the same
-    transaction (``with_trading_controls``, or ``select_related`` of
-    ``team__trading_state``), never one kept from earlier.
+    Reads the team's switch through ``account.team``: pass an account read just now
+    (``with_trading_controls``, or ``select_related`` of ``team__trading_state``), never one
+    kept from earlier.
     """
     if account.trading_halted:
         return f"Trading is halted on the account {account.label}."

@@ -379,6 +379,11 @@ def order_place(
     the same spec returns that order (``created`` False); for another spec it raises
     DuplicateClientOrderId. An order failing a pre-trade check (halt, risk limits, unknown
     instrument) is stored REJECTED with the reason and never reaches the broker.
+
+    An ``account`` read with its trading controls just before (``risk.with_trading_controls``,
+    as the API's validation reads it) is not read again, unless the checks must see every
+    earlier order of the account: then it is read locked. A halt switched on meanwhile still
+    stops the order: the worker checks the switches again when it claims the order to send it.
     """
     if account.team_id != team.pk:
         raise ValueError("The broker account belongs to another team.")
@@ -389,12 +394,15 @@ def order_place(
     may_be_retry = bool(spec.client_order_id)
 
     with transaction.atomic():
-        # One placement at a time per account (PostgreSQL), so orders-per-minute counts and
-        # the client order id check see every earlier order. The same read brings the account's
-        # and the team's kill switches and whether any risk limits apply.
-        account = ACCOUNT_FOR_PLACING.first(pk=account.pk)
-        if account is None:
-            raise BrokerAccount.DoesNotExist("The broker account was deleted.")
+        if not risk.read_with_trading_controls(account) or _checks_need_earlier_orders(
+            account, [spec]
+        ):
+            # One placement at a time per account (PostgreSQL), so orders-per-minute counts and
+            # the client order id check see every earlier order. The same read brings the
+            # account's and the team's kill switches and whether any risk limits apply.
+            account = ACCOUNT_FOR_PLACING.first(pk=account.pk)
+            if account is None:
+                raise BrokerAccount.DoesNotExist("The broker account was deleted.")
         if may_be_retry:
             existing = Order.objects.filter(
                 broker_account=account, client_order_id=client_order_id
@@ -433,6 +441,13 @@ def order_place(
             order_id = order.pk
             transaction.on_commit(lambda: _enqueue_submit(order_id), robust=True)
     return order, True
+
+
+def _checks_need_earlier_orders(account: BrokerAccount, specs: list[OrderSpec]) -> bool:
+    """Whether checking these orders needs every earlier order of the account stored first, so
+    under the account's lock: a client's own order id (a retry?) or orders-per-minute counts
+    (``account`` read with its trading controls)."""
+    return account.has_risk_limits or any(spec.client_order_id for spec in specs)
 
 
 def _checked_order(
@@ -575,9 +590,8 @@ def order_group_place(
         children: list[tuple[Order, risk.RiskVerdict | None]] = []
         instrument_cache: dict = {}
         for account in locked.order_by("pk"):
-            # Client ids (retries) and orders-per-minute counts need each earlier order stored
-            # before the next check: those accounts take order_place, one child at a time.
-            one_by_one = account.has_risk_limits or any(spec.client_order_id for spec in specs)
+            # Those accounts take order_place, one child at a time.
+            one_by_one = _checks_need_earlier_orders(account, specs)
             for sequence, spec in enumerate(specs):
                 if one_by_one:
                     order_place(

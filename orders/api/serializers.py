@@ -13,6 +13,7 @@ from algoways.db import PrecompiledQuery
 from brokers.adapters.base import OrderType, Product, Side, Validity
 from brokers.models import BrokerAccount
 
+from .. import risk
 from ..models import Order, OrderEvent, OrderGroup, RiskLimits, TeamTradingState
 from ..services import OrderSpec
 
@@ -20,8 +21,8 @@ CLIENT_ORDER_ID = re.compile(r"^[A-Za-z0-9]+$")
 SYMBOL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._&:/-]*$")
 NEEDS_PRICE = {OrderType.LIMIT, OrderType.STOP_LIMIT}
 NEEDS_TRIGGER = {OrderType.STOP, OrderType.STOP_LIMIT}
-#: What validating an order needs of its account(s): which team and which broker. Placing reads
-#: the accounts again, locked, with their trading controls; nobody here needs their secrets.
+#: What validating orders of a group needs of its accounts: which team and which broker. Placing
+#: reads them again, locked, with their trading controls; nobody here needs their secrets.
 ACCOUNT_FIELDS_TO_VALIDATE = ("team", "broker")
 
 
@@ -130,13 +131,12 @@ class OrderSpecSerializer(StrictSerializerMixin, serializers.Serializer):
         )
 
 
-#: The account an order names, with what validating needs, read on every POST /api/orders/.
-ACCOUNT_TO_VALIDATE = PrecompiledQuery(
+#: The account an order names, read on every POST /api/orders/ with its trading controls:
+#: validating needs its team and broker, placing its kill switches and whether risk limits
+#: apply (``order_place`` reads it again, locked, only when its checks must see earlier orders).
+ACCOUNT_TO_PLACE = PrecompiledQuery(
     lambda team_id, pk: (
-        BrokerAccount.objects.only(*ACCOUNT_FIELDS_TO_VALIDATE)
-        .for_team(team_id)
-        .filter(pk=pk)
-        .order_by()
+        risk.with_trading_controls(BrokerAccount.objects.for_team(team_id)).filter(pk=pk).order_by()
     ),
     team_id=int,
     pk=int,
@@ -145,7 +145,7 @@ ACCOUNT_TO_VALIDATE = PrecompiledQuery(
 
 class OrderCreateSerializer(OrderSpecSerializer):
     account = TeamScopedRelatedField(
-        queryset=BrokerAccount.objects.only(*ACCOUNT_FIELDS_TO_VALIDATE), rows=ACCOUNT_TO_VALIDATE
+        queryset=risk.with_trading_controls(BrokerAccount.objects.all()), rows=ACCOUNT_TO_PLACE
     )
 
     def validate(self, attrs):

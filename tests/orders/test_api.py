@@ -352,5 +352,57 @@ def test_placing_an_order_reads_no_account_secrets(trader, paper_account):
 
     assert response.status_code == 202
     account_reads = [q["sql"] for q in queries if 'FROM "brokers_brokeraccount"' in q["sql"]]
-    assert account_reads  # the validation read and the locking read
+    assert account_reads
     assert not [sql for sql in account_reads if "secret_credentials" in sql]
+
+
+def account_reads_of_a_post(client, body) -> list[str]:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        response = client.post("/api/orders/", body, format="json")
+    assert response.status_code == 202, response.data
+    return [q["sql"] for q in queries if 'FROM "brokers_brokeraccount"' in q["sql"]]
+
+
+def test_an_order_without_limits_or_client_id_reads_its_account_once_without_a_lock(
+    trader, paper_account
+):
+    reads = account_reads_of_a_post(trader, order_body(paper_account))
+    assert len(reads) == 1
+    assert "FOR UPDATE" not in reads[0]
+
+
+@pytest.mark.parametrize("needs_earlier_orders", ["client_order_id", "risk_limits"])
+def test_checks_that_must_see_earlier_orders_run_under_the_accounts_lock(
+    trader, team, paper_account, needs_earlier_orders
+):
+    overrides = {}
+    if needs_earlier_orders == "client_order_id":
+        overrides["client_order_id"] = "retry1"
+    else:
+        RiskLimits.objects.create(team=team, broker_account=paper_account, max_orders_per_minute=9)
+    reads = account_reads_of_a_post(trader, order_body(paper_account, **overrides))
+    assert len(reads) == 2
+    assert "FOR UPDATE" in reads[1] or connection_is_sqlite()
+
+
+def connection_is_sqlite() -> bool:
+    from django.db import connection
+
+    return connection.vendor == "sqlite"  # no row locks: Django leaves FOR UPDATE out
+
+
+@pytest.mark.parametrize("scope", ["account", "team"])
+def test_an_order_posted_after_a_halt_is_rejected_with_the_reason(
+    trader, team, paper_account, scope
+):
+    from orders import services
+
+    halted_account = paper_account if scope == "account" else None
+    services.trading_halt_set(team=team, account=halted_account, halted=True)
+    response = trader.post("/api/orders/", order_body(paper_account), format="json")
+    assert response.status_code == 422
+    assert "halted" in response.data["error"]["message"]
+    assert paper_orders(paper_account) == []
