@@ -761,6 +761,9 @@ class Command(BaseCommand):
         self.write(f"Fan-out to {sizes} accounts at {self.options['fanout_latency_ms']} ms...")
         results = {"single": self.end_to_end(20)["ack"], "groups": []}
         for size in sizes:
+            # The fill prices of the orders just acknowledged are read a second later: not
+            # while this group is being sent.
+            self.wait_housekeeping_idle()
             body = {
                 "accounts": self.account_ids[:size],
                 "order": {
