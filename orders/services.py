@@ -387,60 +387,74 @@ def order_place(
     """
     if account.team_id != team.pk:
         raise ValueError("The broker account belongs to another team.")
-    adapter_class = account.adapter_class
     placed_by = placed_by or PlacedBy()
-    client_order_id = spec.client_order_id or adapter_class.new_client_order_id()
-    # Only a client's own id can be a retry; a fresh one is checked by the unique constraint.
-    may_be_retry = bool(spec.client_order_id)
-
-    with transaction.atomic():
-        if not risk.read_with_trading_controls(account) or _checks_need_earlier_orders(
-            account, [spec]
-        ):
+    placing = {
+        "team": team,
+        "spec": spec,
+        "placed_by": placed_by,
+        "idempotency_key": idempotency_key,
+        "group": group,
+        "sequence": sequence,
+        "source": source,
+    }
+    if risk.read_with_trading_controls(account) and not _checks_need_earlier_orders(
+        account, [spec]
+    ):
+        # No lock and no transaction of our own: on PostgreSQL the order and its event go in
+        # in one statement, which commits by itself (three round trips fewer than BEGIN,
+        # two INSERTs and COMMIT).
+        order = _order_create(
+            account=account,
+            client_order_id=account.adapter_class.new_client_order_id(),
+            **placing,
+        )
+    else:
+        with transaction.atomic():
             # One placement at a time per account (PostgreSQL), so orders-per-minute counts and
             # the client order id check see every earlier order. The same read brings the
             # account's and the team's kill switches and whether any risk limits apply.
             account = ACCOUNT_FOR_PLACING.first(pk=account.pk)
             if account is None:
                 raise BrokerAccount.DoesNotExist("The broker account was deleted.")
-        if may_be_retry:
-            existing = Order.objects.filter(
-                broker_account=account, client_order_id=client_order_id
-            ).first()
-            if existing is not None:
-                return _existing_for_retry(existing, spec), False
-
-        order, rejection = _checked_order(
-            team=team,
-            account=account,
-            spec=spec,
-            client_order_id=client_order_id,
-            placed_by=placed_by,
-            idempotency_key=idempotency_key,
-            group=group,
-            sequence=sequence,
-        )
-        assert order.status in INITIAL_STATUSES
-        if not may_be_retry:
-            # A generated id has 76 or more random bits: it collides with nothing, so the insert
-            # needs no savepoint to recover from (two round trips fewer on every order).
-            order.save()
-        else:
-            try:
-                with transaction.atomic():
-                    order.save()
-            except IntegrityError:
-                # A concurrent request with the same client order id won (SQLite, or a race
-                # around the account lock): theirs is the order.
-                existing = Order.objects.get(
-                    broker_account=account, client_order_id=client_order_id
+            if spec.client_order_id:  # the client's own id: this may be a retry
+                existing = Order.objects.filter(
+                    broker_account=account, client_order_id=spec.client_order_id
+                ).first()
+                if existing is not None:
+                    return _existing_for_retry(existing, spec), False
+                try:
+                    with transaction.atomic():
+                        order = _order_create(
+                            account=account, client_order_id=spec.client_order_id, **placing
+                        )
+                except IntegrityError:
+                    # A concurrent request with the same client order id won (SQLite, or a
+                    # race around the account lock): theirs is the order.
+                    existing = Order.objects.get(
+                        broker_account=account, client_order_id=spec.client_order_id
+                    )
+                    return _existing_for_retry(existing, spec), False
+            else:
+                # A generated id has 76 or more random bits: it collides with nothing, so the
+                # insert needs no savepoint to recover from (two round trips fewer).
+                order = _order_create(
+                    account=account,
+                    client_order_id=account.adapter_class.new_client_order_id(),
+                    **placing,
                 )
-                return _existing_for_retry(existing, spec), False
-        _creation_event(order, rejection, source).save()
-        if rejection is None and enqueue:
-            order_id = order.pk
-            transaction.on_commit(lambda: _enqueue_submit(order_id), robust=True)
+    if order.status == S.PENDING and enqueue:
+        order_id = order.pk
+        transaction.on_commit(lambda: _enqueue_submit(order_id), robust=True)
     return order, True
+
+
+def _order_create(*, account: BrokerAccount, source: str, **checking) -> Order:
+    """Check and store one order with its creation event: PENDING, or REJECTED with the reason
+    of the first pre-trade check it fails."""
+    order, rejection = _checked_order(account=account, **checking)
+    assert order.status in INITIAL_STATUSES
+    _order_insert(order, _creation_event(order, rejection, source))
+    return order
 
 
 def _checks_need_earlier_orders(account: BrokerAccount, specs: list[OrderSpec]) -> bool:
@@ -512,6 +526,72 @@ def _checked_order(
         enqueued_at=None if rejection else timezone.now(),
     )
     return order, rejection
+
+
+def _order_insert(order: Order, event: OrderEvent) -> None:
+    """Insert a new order with its creation event, and give both their ids.
+
+    On PostgreSQL in one statement (the event's INSERT takes the order's id from the order's
+    INSERT ... RETURNING): atomic by itself, it needs no transaction of the caller's. On SQLite,
+    which has no INSERT in a WITH, two saves in a transaction.
+    """
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        with transaction.atomic(savepoint=False):
+            order.save()
+            event.save()
+        return
+    order_fields, event_fields = _insert_fields(Order), _insert_fields(OrderEvent, skip="order")
+    params = [
+        field.get_db_prep_save(field.pre_save(order, True), connection) for field in order_fields
+    ]
+    params += [
+        field.get_db_prep_save(field.pre_save(event, True), connection) for field in event_fields
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_order_insert_sql(), params)
+        order_id, event_id = cursor.fetchone()
+    for instance, pk in ((order, order_id), (event, event_id)):
+        instance.pk = pk
+        instance._state.adding = False
+        instance._state.db = connection.alias
+    event.order = order
+
+
+def _insert_fields(model, *, skip: str = "") -> list:
+    """The columns an INSERT of ``model`` gives values for, as Django's save does: all but the
+    auto-incremented primary key (and ``skip``)."""
+    return [
+        field
+        for field in model._meta.local_concrete_fields
+        if field is not model._meta.auto_field and not field.generated and field.name != skip
+    ]
+
+
+@functools.cache
+def _order_insert_sql() -> str:
+    """_order_insert's statement on PostgreSQL (built once)."""
+    from django.db import connection
+
+    quote = connection.ops.quote_name
+
+    def typed(fields) -> str:
+        return ", ".join(f"%s::{field.db_type(connection)}" for field in fields)
+
+    order_fields, event_fields = _insert_fields(Order), _insert_fields(OrderEvent, skip="order")
+    order_pk = quote(Order._meta.pk.column)
+    return (
+        f"WITH new_order AS (INSERT INTO {quote(Order._meta.db_table)} "
+        f"({', '.join(quote(field.column) for field in order_fields)}) "
+        f"VALUES ({typed(order_fields)}) RETURNING {order_pk}) "
+        f"INSERT INTO {quote(OrderEvent._meta.db_table)} "
+        f"({quote(OrderEvent._meta.get_field('order').column)}, "
+        f"{', '.join(quote(field.column) for field in event_fields)}) "
+        f"SELECT new_order.{order_pk}, {typed(event_fields)} FROM new_order "
+        f"RETURNING {quote(OrderEvent._meta.get_field('order').column)}, "
+        f"{quote(OrderEvent._meta.pk.column)}"
+    )
 
 
 def _creation_event(order: Order, rejection: risk.RiskVerdict | None, source: str) -> OrderEvent:

@@ -6,8 +6,8 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from brokers.models import Instrument
-from orders import services
+from brokers.models import BrokerAccount, Instrument
+from orders import risk, services
 from orders.models import Order, OrderStatus
 
 from .conftest import paper_orders, spec
@@ -29,6 +29,73 @@ def test_place_writes_a_pending_order_and_queues_it_after_commit(
     assert list(order.events.values_list("from_status", "to_status")) == [("", "pending")]
     assert len(order.client_order_id) <= paper_account.adapter_class.client_order_id_max_length
     assert order.client_order_id.isalnum()
+
+
+def read_with_trading_controls(account):
+    """The account as the API's validation reads it: with its kill switches and limits."""
+    return risk.with_trading_controls(BrokerAccount.objects.all()).get(pk=account.pk)
+
+
+@pytest.mark.parametrize("read", ["plain", "with trading controls"])
+def test_an_order_and_its_creation_event_are_stored_as_placed(
+    team, paper_account, read, django_capture_on_commit_callbacks
+):
+    account = paper_account if read == "plain" else read_with_trading_controls(paper_account)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        order, created = services.order_place(
+            team=team,
+            account=account,
+            spec=spec(order_type="LIMIT", price=Decimal("101.25"), validity="IOC"),
+            idempotency_key="key-1",
+        )
+    assert created and len(callbacks) == 1
+    stored = Order.objects.get(pk=order.pk)
+    for field in Order._meta.concrete_fields:
+        assert getattr(stored, field.attname) == getattr(order, field.attname), field.name
+    assert (stored.price, stored.status, stored.idempotency_key) == (
+        Decimal("101.25"),
+        OrderStatus.PENDING,
+        "key-1",
+    )
+    event = stored.events.get()
+    assert (event.from_status, event.to_status, event.source, event.message, event.data) == (
+        "",
+        "pending",
+        "api",
+        "Accepted.",
+        {},
+    )
+
+
+def test_a_halted_account_read_with_its_controls_gets_a_rejected_order_never_queued(
+    team, paper_account, django_capture_on_commit_callbacks
+):
+    services.trading_halt_set(team=team, account=paper_account, halted=True)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        order, _ = services.order_place(
+            team=team, account=read_with_trading_controls(paper_account), spec=spec()
+        )
+    assert callbacks == []
+    order.refresh_from_db()
+    assert order.status == OrderStatus.REJECTED
+    assert "halted on the account" in order.rejection_reason
+    assert order.events.get().data == {"code": "trading_halted"}
+    assert paper_orders(paper_account) == []
+
+
+def test_on_postgresql_an_order_and_its_event_go_in_with_one_statement(team, paper_account):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite has no INSERT inside WITH: two INSERTs there")
+    account = read_with_trading_controls(paper_account)
+    with CaptureQueriesContext(connection) as queries:
+        order, _ = services.order_place(team=team, account=account, spec=spec())
+    writes = [q["sql"] for q in queries if "INSERT" in q["sql"]]
+    assert len(writes) == 1
+    assert '"orders_order"' in writes[0] and '"orders_orderevent"' in writes[0]
+    assert order.events.get().order_id == order.pk
 
 
 def test_commit_runs_the_submit_task_and_records_the_fill(
