@@ -735,7 +735,7 @@ def group_submit_enqueue(group_id: int, account_ids: list[int]) -> None:
 
 #: The worker's locking read: the order with its account, session and halt switches. of=("self",):
 #: lock the order row only; locking the account and team rows too would deadlock with
-#: order_place, which holds the account row and key-share locks the team row to insert an order.
+#: order_place, which may hold the account row and key-share locks the team row to insert an order.
 ORDER_FOR_SENDING = PrecompiledQuery(
     lambda pk: (
         Order.objects.select_for_update(of=("self",))
