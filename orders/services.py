@@ -532,8 +532,9 @@ def _order_insert(order: Order, event: OrderEvent) -> None:
     """Insert a new order with its creation event, and give both their ids.
 
     On PostgreSQL in one statement (the event's INSERT takes the order's id from the order's
-    INSERT ... RETURNING): atomic by itself, it needs no transaction of the caller's. On SQLite,
-    which has no INSERT in a WITH, two saves in a transaction.
+    INSERT ... RETURNING): atomic by itself, it needs no transaction of the caller's. It sends
+    no save signals (nothing listens for these models'). On SQLite, which has no INSERT in a
+    WITH, two saves in a transaction.
     """
     from django.db import connection
 
