@@ -391,6 +391,7 @@ def order_place(
     placing = {
         "team": team,
         "spec": spec,
+        "client_order_id": spec.client_order_id or account.adapter_class.new_client_order_id(),
         "placed_by": placed_by,
         "idempotency_key": idempotency_key,
         "group": group,
@@ -403,11 +404,7 @@ def order_place(
         # No lock and no transaction of our own: on PostgreSQL the order and its event go in
         # in one statement, which commits by itself (three round trips fewer than BEGIN,
         # two INSERTs and COMMIT).
-        order = _order_create(
-            account=account,
-            client_order_id=account.adapter_class.new_client_order_id(),
-            **placing,
-        )
+        order = _order_create(account=account, **placing)
     else:
         with transaction.atomic():
             # One placement at a time per account (PostgreSQL), so orders-per-minute counts and
@@ -424,9 +421,7 @@ def order_place(
                     return _existing_for_retry(existing, spec), False
                 try:
                     with transaction.atomic():
-                        order = _order_create(
-                            account=account, client_order_id=spec.client_order_id, **placing
-                        )
+                        order = _order_create(account=account, **placing)
                 except IntegrityError:
                     # A concurrent request with the same client order id won (SQLite, or a
                     # race around the account lock): theirs is the order.
@@ -437,11 +432,7 @@ def order_place(
             else:
                 # A generated id has 76 or more random bits: it collides with nothing, so the
                 # insert needs no savepoint to recover from (two round trips fewer).
-                order = _order_create(
-                    account=account,
-                    client_order_id=account.adapter_class.new_client_order_id(),
-                    **placing,
-                )
+                order = _order_create(account=account, **placing)
     if order.status == S.PENDING and enqueue:
         order_id = order.pk
         transaction.on_commit(lambda: _enqueue_submit(order_id), robust=True)
