@@ -551,14 +551,15 @@ def _order_insert(order: Order, event: OrderEvent) -> None:
     event.order = order
 
 
-def _insert_fields(model, *, skip: str = "") -> list:
+@functools.cache
+def _insert_fields(model, *, skip: str = "") -> tuple:
     """The columns an INSERT of ``model`` gives values for, as Django's save does: all but the
-    auto-incremented primary key (and ``skip``)."""
-    return [
+    auto-incremented primary key (and ``skip``). Listed once: every accept asks."""
+    return tuple(
         field
         for field in model._meta.local_concrete_fields
         if field is not model._meta.auto_field and not field.generated and field.name != skip
-    ]
+    )
 
 
 @functools.cache
