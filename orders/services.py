@@ -5,8 +5,9 @@ The life of an order:
 1. ``order_place`` runs the pre-trade checks and writes the order PENDING (or REJECTED, with the
    reason, when a check fails: nothing reaches the broker), then queues ``order_submit_task``
    once the transaction commits.
-2. ``order_submit`` locks the row, moves PENDING -> SUBMITTING and commits; then, holding no
-   transaction, it calls the broker and records the answer. A broker that certainly did not
+2. ``order_submit`` claims the order: PENDING -> SUBMITTING with its event, a compare-and-set
+   that locks the row and commits (one statement on PostgreSQL); then, holding no transaction,
+   it calls the broker and records the answer. A broker that certainly did not
    take the order (unreachable, 503, 429) sends it back to PENDING to be retried with backoff; an
    answer that never came (timeout, reset after sending) makes it UNKNOWN.
 3. ``order_reconcile`` resolves SUBMITTING (a worker died mid-submit) and UNKNOWN orders by asking
@@ -245,12 +246,16 @@ def _transitions_write(changes: list[tuple[Order, dict, OrderEvent]], *, from_st
     then hold the new values.
 
     A compare-and-set: when a row is no longer ``from_status`` (another worker changed it),
-    raises OrderChanged and nothing is written. One change is a plain UPDATE inside the caller's
-    transaction; several are one UPDATE (each row its own values) in a savepoint, so that a
-    partial match is undone without spoiling the caller's transaction.
+    raises OrderChanged and nothing is written. On PostgreSQL one statement locks the rows,
+    checks them all, updates them and inserts the events: atomic by itself, so outside a
+    transaction it commits alone, one round trip in all. On SQLite an UPDATE and an insert in a
+    transaction (a savepoint for several, so that a partial match is undone without spoiling
+    the caller's transaction).
     """
     if not changes:
         return
+    from django.db import connection
+
     rows = []
     for order, values, _ in changes:
         row = copy.copy(order)  # the UPDATE reads the new values from the copies
@@ -258,18 +263,20 @@ def _transitions_write(changes: list[tuple[Order, dict, OrderEvent]], *, from_st
             setattr(row, name, value)
         rows.append(row)
     fields = sorted({name for _, values, _ in changes for name in values})
-    if len(changes) == 1:
+    if connection.vendor == "postgresql":
+        written = _transitions_write_in_one_statement(rows, fields, changes, from_status)
+    elif len(changes) == 1:
         # No savepoint (two round trips saved on every change): nothing in the block raises.
         with transaction.atomic(savepoint=False):
             written = _rows_update(rows, fields, from_status=from_status) == 1
             if written:
-                _events_write(changes)
+                OrderEvent.objects.bulk_create([event for _, _, event in changes])
     else:
         try:
             with transaction.atomic():
                 if _rows_update(rows, fields, from_status=from_status) != len(rows):
                     raise OrderChanged(f"An order is no longer {from_status}.")
-                _events_write(changes)
+                OrderEvent.objects.bulk_create([event for _, _, event in changes])
             written = True
         except OrderChanged:
             written = False
@@ -278,69 +285,140 @@ def _transitions_write(changes: list[tuple[Order, dict, OrderEvent]], *, from_st
     for order, values, _ in changes:
         for name, value in values.items():
             setattr(order, name, value)
+    _settled_notify(changes)
+
+
+def _row_values(rows: list[Order], fields: list[str]) -> list[list]:
+    """Per row, the database values of its primary key and ``fields``."""
+    from django.db import connection
+
+    columns = [Order._meta.pk, *(Order._meta.get_field(name) for name in fields)]
+    return [
+        [field.get_db_prep_save(getattr(row, field.attname), connection) for field in columns]
+        for row in rows
+    ]
 
 
 def _rows_update(rows: list[Order], fields: list[str], *, from_status: str) -> int:
     """UPDATE ``fields`` of ``rows`` that are still ``from_status``, each row its own values, in
-    one statement: ``UPDATE ... FROM`` the rows' values. Returns how many rows matched.
+    one statement: ``UPDATE ... FROM (VALUES ...)``. Returns how many rows matched.
 
     Django's bulk_update says the same with a CASE WHEN per field and row, which it builds and
     compiles in Python: for a fan-out's hundreds of rows that cost more CPU than their broker
-    calls (a profile of 500 accounts: 45% of the worker's time). A single row's change, on
-    every order's path, is spared the ORM's compiling too.
+    calls (a profile of 500 accounts: 45% of the worker's time). SQLite only; PostgreSQL's is
+    _transitions_write_in_one_statement.
     """
     from django.db import connection
 
-    columns = [Order._meta.pk, *(Order._meta.get_field(name) for name in fields)]
-    values = [
-        [field.get_db_prep_save(getattr(row, field.attname), connection) for field in columns]
-        for row in rows
-    ]
-    if connection.vendor == "postgresql":
-        # One typed array per column, as Django's bulk_create sends rows on PostgreSQL: the
-        # statement's text stays the same whatever the number of rows, so psycopg parses it
-        # once (a statement of over 50 parameters it parses on every call, in Python: 13% of
-        # the worker's time in a 500-account fan-out) and PostgreSQL plans it once.
-        sql = _rows_update_sql(connection.vendor, tuple(fields), row_count=None)
-        params = [list(column) for column in zip(*values, strict=True)]
-    else:
-        sql = _rows_update_sql(connection.vendor, tuple(fields), row_count=len(rows))
-        params = [value for row in values for value in row]
+    sql = _rows_update_sql(tuple(fields), row_count=len(rows))
+    params = [value for row in _row_values(rows, fields) for value in row]
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, from_status])
         return cursor.rowcount
 
 
 @functools.lru_cache(maxsize=256)
-def _rows_update_sql(vendor: str, fields: tuple[str, ...], *, row_count: int | None) -> str:
+def _rows_update_sql(fields: tuple[str, ...], *, row_count: int) -> str:
     """_rows_update's statement (built once: a few kinds of change make most of them)."""
     from django.db import connection
 
     quote = connection.ops.quote_name
     table = quote(Order._meta.db_table)
     columns = [Order._meta.pk, *(Order._meta.get_field(name) for name in fields)]
-    names = [f"column{number}" for number in range(1, len(columns) + 1)]
-    if row_count is None:  # PostgreSQL
-        arrays = ", ".join(f"%s::{field.db_type(connection).split('(')[0]}[]" for field in columns)
-        source = f"UNNEST({arrays}) AS v({', '.join(names)})"
-    else:  # VALUES columns are column1, column2, ... on SQLite.
-        row_placeholder = "(" + ", ".join(["%s"] * len(columns)) + ")"
-        source = f"(VALUES {', '.join([row_placeholder] * row_count)}) AS v"
+    row_placeholder = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    # VALUES columns are column1, column2, ... on SQLite.
     assignments = ", ".join(
-        f"{quote(field.column)} = v.{name}"
-        for name, field in zip(names[1:], columns[1:], strict=True)
+        f"{quote(field.column)} = v.column{number}"
+        for number, field in enumerate(columns[1:], start=2)
     )
     return (
-        f"UPDATE {table} SET {assignments} FROM {source} "
-        f"WHERE {table}.{quote(Order._meta.pk.column)} = v.{names[0]} "
+        f"UPDATE {table} SET {assignments} FROM (VALUES {', '.join([row_placeholder] * row_count)})"
+        f" AS v WHERE {table}.{quote(Order._meta.pk.column)} = v.column1 "
         f"AND {table}.{quote(Order._meta.get_field('status').column)} = %s"
     )
 
 
-def _events_write(changes: list[tuple[Order, dict, OrderEvent]]) -> None:
-    """Insert the changes' events; a waiting API request hears of each order settled, once
-    committed."""
-    OrderEvent.objects.bulk_create([event for _, _, event in changes])
+def _transitions_write_in_one_statement(
+    rows: list[Order],
+    fields: list[str],
+    changes: list[tuple[Order, dict, OrderEvent]],
+    from_status: str,
+) -> bool:
+    """PostgreSQL: lock ``rows`` still ``from_status``, and only if all are, UPDATE them (each
+    its own values) and insert the events, in one statement; whether it wrote.
+
+    Rows and events travel as one typed array per column, as Django's bulk_create sends rows:
+    the statement's text is the same whatever the number of rows, so psycopg and PostgreSQL
+    parse and plan it once (a statement of over 50 parameters psycopg parses on every call, in
+    Python: 13% of the worker's time in a 500-account fan-out).
+    """
+    from django.db import connection
+
+    event_fields = _insert_fields(OrderEvent)
+    events = [event for _, _, event in changes]
+    params = [list(column) for column in zip(*_row_values(rows, fields), strict=True)]
+    params += [from_status, from_status, len(rows)]
+    params += [
+        [field.get_db_prep_save(field.pre_save(event, True), connection) for event in events]
+        for field in event_fields
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_transitions_write_sql(tuple(fields)), params)
+        written = cursor.fetchall()
+    if not written:
+        return False
+    event_ids = dict(written)
+    for event in events:
+        event.pk = event_ids[event.order_id]
+        event._state.adding = False
+        event._state.db = connection.alias
+    return True
+
+
+@functools.lru_cache(maxsize=64)
+def _transitions_write_sql(fields: tuple[str, ...]) -> str:
+    """_transitions_write_in_one_statement's statement (built once per kind of change).
+
+    ``locked`` takes the rows' locks (FOR UPDATE re-checks the status of a row another
+    transaction changed meanwhile); ``changed`` updates them only when every row was locked;
+    the events are inserted for the rows changed. One statement sees one snapshot and is
+    atomic: all or nothing.
+    """
+    from django.db import connection
+
+    quote = connection.ops.quote_name
+    table = quote(Order._meta.db_table)
+    pk = f"{table}.{quote(Order._meta.pk.column)}"
+    status = f"{table}.{quote(Order._meta.get_field('status').column)}"
+    columns = [Order._meta.pk, *(Order._meta.get_field(name) for name in fields)]
+    names = [f"column{number}" for number in range(1, len(columns) + 1)]
+    arrays = ", ".join(f"%s::{field.db_type(connection).split('(')[0]}[]" for field in columns)
+    assignments = ", ".join(
+        f"{quote(field.column)} = v.{name}"
+        for name, field in zip(names[1:], columns[1:], strict=True)
+    )
+    event_fields = _insert_fields(OrderEvent)
+    event_columns = ", ".join(quote(field.column) for field in event_fields)
+    event_arrays = ", ".join(
+        f"%s::{field.db_type(connection).split('(')[0]}[]" for field in event_fields
+    )
+    event_order = quote(OrderEvent._meta.get_field("order").column)
+    return (
+        f"WITH v AS (SELECT * FROM UNNEST({arrays}) AS v({', '.join(names)})), "
+        f"locked AS (SELECT {pk} FROM {table} JOIN v ON {pk} = v.column1 "
+        f"WHERE {status} = %s FOR UPDATE OF {table}), "
+        f"changed AS (UPDATE {table} SET {assignments} FROM v WHERE {pk} = v.column1 "
+        f"AND {status} = %s AND (SELECT count(*) FROM locked) = %s RETURNING {pk}), "
+        f"new_events AS (INSERT INTO {quote(OrderEvent._meta.db_table)} ({event_columns}) "
+        f"SELECT * FROM UNNEST({event_arrays}) AS e({event_columns}) "
+        f"WHERE e.{event_order} IN (SELECT * FROM changed) "
+        f"RETURNING {event_order}, {quote(OrderEvent._meta.pk.column)}) "
+        f"SELECT * FROM new_events"
+    )
+
+
+def _settled_notify(changes: list[tuple[Order, dict, OrderEvent]]) -> None:
+    """A waiting API request hears of each order settled, once the change is committed."""
     settled = [
         order.pk
         for order, _, event in changes
@@ -726,17 +804,22 @@ def group_submit_enqueue(group_id: int, account_ids: list[int]) -> None:
 # Submitting ------------------------------------------------------------------------------------
 
 
-#: The worker's locking read: the order with its account, session and halt switches. of=("self",):
-#: lock the order row only; locking the account and team rows too would deadlock with
-#: order_place, which may hold the account row and key-share locks the team row to insert an order.
-ORDER_FOR_SENDING = PrecompiledQuery(
-    lambda pk: (
-        Order.objects.select_for_update(of=("self",))
-        .select_related("broker_account__session", "broker_account__team__trading_state")
+def _order_to_send(queryset, pk: int):
+    return (
+        queryset.select_related("broker_account__session", "broker_account__team__trading_state")
         .filter(pk=pk)
         .order_by()
-    ),
-    pk=int,
+    )
+
+
+#: The worker's read: the order with its account, session and halt switches.
+ORDER_TO_SEND = PrecompiledQuery(lambda pk: _order_to_send(Order.objects, pk), pk=int)
+
+#: The same, locking the order row, when a claim found the order changed. of=("self",): lock the
+#: order row only; locking the account and team rows too would deadlock with order_place, which
+#: may hold the account row and key-share locks the team row to insert an order.
+ORDER_TO_SEND_LOCKED = PrecompiledQuery(
+    lambda pk: _order_to_send(Order.objects.select_for_update(of=("self",)), pk), pk=int
 )
 
 
@@ -744,10 +827,20 @@ def order_submit(*, order_id: int) -> SubmitResult:
     """Send one PENDING order to its broker, exactly once; see the module docstring.
 
     Safe to run any number of times: an order already past PENDING is reconciled (SUBMITTING,
-    UNKNOWN) or left alone (anything else), never sent again.
+    UNKNOWN) or left alone (anything else), never sent again. The usual case reads the order
+    and claims it (PENDING -> SUBMITTING, a compare-and-set committed by itself); when the claim
+    finds the order changed by another worker, it decides again under the order's row lock.
     """
+    order = ORDER_TO_SEND.first(pk=order_id)
+    if order is not None and order.status == S.PENDING:
+        try:
+            claimed = _claim_for_sending([order])
+        except OrderChanged:
+            pass
+        else:
+            return _send(order) if claimed else SubmitResult(order_id, order.status)
     with transaction.atomic():
-        order = ORDER_FOR_SENDING.first(pk=order_id)
+        order = ORDER_TO_SEND_LOCKED.first(pk=order_id)
         if order is None:
             return SubmitResult(order_id, "gone")
         if order.status in (S.SUBMITTING, S.UNKNOWN):
@@ -765,12 +858,12 @@ def order_submit(*, order_id: int) -> SubmitResult:
 
 
 def _claim_for_sending(orders: list[Order]) -> list[Order]:
-    """Move PENDING ``orders``, whose rows the caller's transaction has locked, to SUBMITTING.
+    """Move PENDING ``orders`` to SUBMITTING; the orders to send, once the caller committed.
 
-    Reads their accounts (with sessions and halt switches, as they are now, inside the lock) in
-    one query, unless the caller's locking read brought them; closes instead those failing a
-    last-moment check (a halt, too old to send), and moves the rest with one UPDATE and one
-    insert of their events. Returns the orders to send; the caller commits before sending them.
+    Reads their accounts (with sessions and halt switches, as they are now) in one query, unless
+    the caller's read brought them; closes instead those failing a last-moment check (a halt,
+    too old to send), and moves the rest with one compare-and-set of their rows and events
+    (_transitions_write: OrderChanged, and nothing written, if one is no longer PENDING).
     """
     unread = {
         order.broker_account_id for order in orders if not Order.broker_account.is_cached(order)
@@ -869,19 +962,19 @@ def _acks_record(acks: list[tuple[Order, OrderAck]]) -> dict[int, SubmitResult]:
         if change is not None:
             changes.append(_transition(order, now=now, **change))
     try:
-        with transaction.atomic():
-            _transitions_write(changes, from_status=S.SUBMITTING)
-            accounts = sorted(
-                {order.broker_account_id for order, _, _ in changes if _fill_price_missing(order)}
-            )
-            if accounts:
-                transaction.on_commit(lambda: _enqueue_fill_prices_read(accounts), robust=True)
+        _transitions_write(changes, from_status=S.SUBMITTING)  # committed, if no caller's atomic
     except OrderChanged:
         if len(acks) > 1:  # some were recorded first: the others one by one
             return {
                 order_id: result for ack in acks for order_id, result in _acks_record([ack]).items()
             }
         acks[0][0].refresh_from_db()
+    else:
+        accounts = sorted(
+            {order.broker_account_id for order, _, _ in changes if _fill_price_missing(order)}
+        )
+        if accounts:
+            transaction.on_commit(lambda: _enqueue_fill_prices_read(accounts), robust=True)
     return {order.pk: SubmitResult(order.pk, order.status) for order, _ in acks}
 
 

@@ -38,7 +38,8 @@ def claimed_orders(team, accounts) -> list[Order]:
 
 
 def order_updates(queries) -> list[str]:
-    return [q["sql"] for q in queries if q["sql"].startswith('UPDATE "orders_order"')]
+    """The statements that update orders (on PostgreSQL, one holds the events' insert too)."""
+    return [q["sql"] for q in queries if 'UPDATE "orders_order" SET' in q["sql"]]
 
 
 def test_acknowledgements_of_several_orders_are_written_with_one_update(
@@ -292,3 +293,22 @@ def test_events_written_together_are_stored_each_with_its_own_values_and_id(
         )
         assert stored.data == {"broker_order_id": f"B{index}", "price": "1.5"}
         assert stored.created_at == now
+
+
+def test_a_change_of_several_orders_writes_none_when_one_of_them_changed_meanwhile(
+    team, paper_account_factory
+):
+    orders = claimed_orders(team, [paper_account_factory(f"Acc {i}") for i in range(3)])
+    Order.objects.filter(pk=orders[1].pk).update(status=S.UNKNOWN)  # another worker's change
+    now = timezone.now()
+    changes = [
+        services._transition(order, to_status=S.OPEN, source="broker", now=now) for order in orders
+    ]
+
+    with pytest.raises(services.OrderChanged):
+        services._transitions_write(changes, from_status=S.SUBMITTING)
+
+    stored = dict(Order.objects.filter(pk__in=[o.pk for o in orders]).values_list("pk", "status"))
+    assert stored == {orders[0].pk: S.SUBMITTING, orders[1].pk: S.UNKNOWN, orders[2].pk: S.SUBMITTING}
+    assert not OrderEvent.objects.filter(to_status=S.OPEN).exists()
+    assert all(order.status == S.SUBMITTING for order in orders)  # the instances are unchanged too
