@@ -390,27 +390,29 @@ def _transitions_write_sql(fields: tuple[str, ...]) -> str:
     table = quote(Order._meta.db_table)
     pk = f"{table}.{quote(Order._meta.pk.column)}"
     status = f"{table}.{quote(Order._meta.get_field('status').column)}"
+
+    def arrays(model_fields) -> str:  # a parameter per column: an array of the column's type
+        return ", ".join(
+            f"%s::{field.db_type(connection).split('(')[0]}[]" for field in model_fields
+        )
+
     columns = [Order._meta.pk, *(Order._meta.get_field(name) for name in fields)]
     names = [f"column{number}" for number in range(1, len(columns) + 1)]
-    arrays = ", ".join(f"%s::{field.db_type(connection).split('(')[0]}[]" for field in columns)
     assignments = ", ".join(
         f"{quote(field.column)} = v.{name}"
         for name, field in zip(names[1:], columns[1:], strict=True)
     )
     event_fields = _insert_fields(OrderEvent)
     event_columns = ", ".join(quote(field.column) for field in event_fields)
-    event_arrays = ", ".join(
-        f"%s::{field.db_type(connection).split('(')[0]}[]" for field in event_fields
-    )
     event_order = quote(OrderEvent._meta.get_field("order").column)
     return (
-        f"WITH v AS (SELECT * FROM UNNEST({arrays}) AS v({', '.join(names)})), "
+        f"WITH v AS (SELECT * FROM UNNEST({arrays(columns)}) AS v({', '.join(names)})), "
         f"locked AS (SELECT {pk} FROM {table} JOIN v ON {pk} = v.column1 "
         f"WHERE {status} = %s FOR UPDATE OF {table}), "
         f"changed AS (UPDATE {table} SET {assignments} FROM v WHERE {pk} = v.column1 "
         f"AND {status} = %s AND (SELECT count(*) FROM locked) = %s RETURNING {pk}), "
         f"new_events AS (INSERT INTO {quote(OrderEvent._meta.db_table)} ({event_columns}) "
-        f"SELECT * FROM UNNEST({event_arrays}) AS e({event_columns}) "
+        f"SELECT * FROM UNNEST({arrays(event_fields)}) AS e({event_columns}) "
         f"WHERE e.{event_order} IN (SELECT * FROM changed) "
         f"RETURNING {event_order}, {quote(OrderEvent._meta.pk.column)}) "
         f"SELECT * FROM new_events"

@@ -309,6 +309,10 @@ def test_a_change_of_several_orders_writes_none_when_one_of_them_changed_meanwhi
         services._transitions_write(changes, from_status=S.SUBMITTING)
 
     stored = dict(Order.objects.filter(pk__in=[o.pk for o in orders]).values_list("pk", "status"))
-    assert stored == {orders[0].pk: S.SUBMITTING, orders[1].pk: S.UNKNOWN, orders[2].pk: S.SUBMITTING}
+    assert stored == {
+        orders[0].pk: S.SUBMITTING,
+        orders[1].pk: S.UNKNOWN,
+        orders[2].pk: S.SUBMITTING,
+    }
     assert not OrderEvent.objects.filter(to_status=S.OPEN).exists()
     assert all(order.status == S.SUBMITTING for order in orders)  # the instances are unchanged too

@@ -158,8 +158,8 @@ def test_sending_a_group_claims_every_accounts_first_child_with_one_update(
     assert resume == {}
     claims = [  # only a claim sets submitted_at
         q["sql"]
-            for q in queries
-            if 'UPDATE "orders_order" SET' in q["sql"] and "submitted_at" in q["sql"]
+        for q in queries
+        if 'UPDATE "orders_order" SET' in q["sql"] and "submitted_at" in q["sql"]
     ]
     assert len(claims) == 1
     for order in group.orders.all():
