@@ -359,8 +359,8 @@ def _transitions_write_in_one_statement(
     params = [list(column) for column in zip(*_row_values(rows, fields), strict=True)]
     params += [from_status, from_status, len(rows)]
     params += [
-        [field.get_db_prep_save(field.pre_save(event, True), connection) for event in events]
-        for field in event_fields
+        list(column)
+        for column in zip(*(_insert_values(event, event_fields) for event in events), strict=True)
     ]
     with connection.cursor() as cursor:
         cursor.execute(_transitions_write_sql(tuple(fields)), params)
@@ -614,13 +614,8 @@ def _order_insert(order: Order, event: OrderEvent) -> None:
             order.save()
             event.save()
         return
-    order_fields, event_fields = _insert_fields(Order), _insert_fields(OrderEvent, skip="order")
-    params = [
-        field.get_db_prep_save(field.pre_save(order, True), connection) for field in order_fields
-    ]
-    params += [
-        field.get_db_prep_save(field.pre_save(event, True), connection) for field in event_fields
-    ]
+    params = _insert_values(order, _insert_fields(Order))
+    params += _insert_values(event, _insert_fields(OrderEvent, skip="order"))
     with connection.cursor() as cursor:
         cursor.execute(_order_insert_sql(), params)
         order_id, event_id = cursor.fetchone()
@@ -629,6 +624,13 @@ def _order_insert(order: Order, event: OrderEvent) -> None:
         instance._state.adding = False
         instance._state.db = connection.alias
     event.order = order
+
+
+def _insert_values(instance, fields) -> list:
+    """The database values of ``fields`` of a new ``instance``, as Django's save prepares them."""
+    from django.db import connection
+
+    return [field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields]
 
 
 @functools.cache
