@@ -369,9 +369,7 @@ def _transitions_write_in_one_statement(
         return False
     event_ids = dict(written)
     for event in events:
-        event.pk = event_ids[event.order_id]
-        event._state.adding = False
-        event._state.db = connection.alias
+        _mark_inserted(event, event_ids[event.order_id])
     return True
 
 
@@ -619,11 +617,18 @@ def _order_insert(order: Order, event: OrderEvent) -> None:
     with connection.cursor() as cursor:
         cursor.execute(_order_insert_sql(), params)
         order_id, event_id = cursor.fetchone()
-    for instance, pk in ((order, order_id), (event, event_id)):
-        instance.pk = pk
-        instance._state.adding = False
-        instance._state.db = connection.alias
+    _mark_inserted(order, order_id)
+    _mark_inserted(event, event_id)
     event.order = order
+
+
+def _mark_inserted(instance, pk: int) -> None:
+    """Give a row inserted by raw SQL its id and mark it saved, as Django's save would."""
+    from django.db import connection
+
+    instance.pk = pk
+    instance._state.adding = False
+    instance._state.db = connection.alias
 
 
 def _insert_values(instance, fields) -> list:
