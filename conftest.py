@@ -114,3 +114,15 @@ def _test_settings(settings):
     else:
         cache_settings["KEY_PREFIX"] = f"test-{uuid.uuid4().hex}"
     settings.CACHES = {"default": cache_settings}
+
+
+@pytest.fixture
+def redis_down(settings):
+    """The shared cache on a Redis that is not there (nothing listens on port 1)."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "algoways.cache.ResilientRedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+            "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+        }
+    }

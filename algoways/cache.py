@@ -54,6 +54,23 @@ class ResilientRedisCache(RedisCache):
         except RedisError as exc:
             return self._degraded("add", exc, False)
 
+    def add_many(self, keys, value, timeout=DEFAULT_TIMEOUT, version=None) -> list:
+        """``add`` of each key, in one round trip (a pipeline of SET NX): the keys added."""
+        backend_timeout = self.get_backend_timeout(timeout)
+        if backend_timeout == 0:  # Redis has no SET with a zero expiry: add's own way
+            return [key for key in keys if self.add(key, value, timeout, version=version)]
+        made = {self.make_and_validate_key(key, version=version): key for key in keys}
+        try:
+            client = self._cache.get_client(write=True)
+            data = self._cache._serializer.dumps(value)
+            pipeline = client.pipeline(transaction=False)
+            for key in made:
+                pipeline.set(key, data, ex=backend_timeout, nx=True)
+            added = pipeline.execute()
+        except RedisError as exc:
+            return self._degraded("add_many", exc, [])
+        return [key for key, was_added in zip(made.values(), added, strict=True) if was_added]
+
     def get(self, key, default=None, version=None):
         try:
             return super().get(key, default, version=version)
@@ -101,3 +118,14 @@ class ResilientRedisCache(RedisCache):
             return super().has_key(key, version=version)
         except RedisError as exc:
             return self._degraded("has_key", exc, False)
+
+
+def cache_add_many(keys: list[str], value, timeout) -> list[str]:
+    """``cache.add`` of each key: the keys added. One round trip where the cache can
+    (ResilientRedisCache.add_many), one ``add`` per key elsewhere."""
+    from django.core.cache import cache
+
+    add_many = getattr(cache, "add_many", None)
+    if add_many is not None:
+        return add_many(keys, value, timeout)
+    return [key for key in keys if cache.add(key, value, timeout)]

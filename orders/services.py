@@ -20,7 +20,6 @@ The life of an order:
 
 from __future__ import annotations
 
-import copy
 import functools
 import logging
 import random
@@ -34,6 +33,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from algoways.cache import cache_add_many
 from algoways.db import PrecompiledQuery
 from brokers import instruments
 from brokers.adapters import errors
@@ -256,13 +256,8 @@ def _transitions_write(changes: list[tuple[Order, dict, OrderEvent]], *, from_st
         return
     from django.db import connection
 
-    rows = []
-    for order, values, _ in changes:
-        row = copy.copy(order)  # the UPDATE reads the new values from the copies
-        for name, value in values.items():
-            setattr(row, name, value)
-        rows.append(row)
     fields = sorted({name for _, values, _ in changes for name in values})
+    rows = _row_values(changes, fields)
     if connection.vendor == "postgresql":
         written = _transitions_write_in_one_statement(rows, fields, changes, from_status)
     elif len(changes) == 1:
@@ -288,20 +283,38 @@ def _transitions_write(changes: list[tuple[Order, dict, OrderEvent]], *, from_st
     _settled_notify(changes)
 
 
-def _row_values(rows: list[Order], fields: list[str]) -> list[list]:
-    """Per row, the database values of its primary key and ``fields``."""
-    from django.db import connection
-
-    columns = [Order._meta.pk, *(Order._meta.get_field(name) for name in fields)]
+def _row_values(changes: list[tuple[Order, dict, OrderEvent]], fields: list[str]) -> list[list]:
+    """Per change, the database values of its order's primary key and of ``fields``: the
+    change's new value, else the order's own. (The orders keep their values until written.)"""
+    connection = _connection_itself()
+    columns = [Order._meta.get_field(name) for name in fields]
     return [
-        [field.get_db_prep_save(getattr(row, field.attname), connection) for field in columns]
-        for row in rows
+        [
+            order.pk,
+            *(
+                field.get_db_prep_save(
+                    values[field.name] if field.name in values else getattr(order, field.attname),
+                    connection,
+                )
+                for field in columns
+            ),
+        ]
+        for order, values, _ in changes
     ]
 
 
-def _rows_update(rows: list[Order], fields: list[str], *, from_status: str) -> int:
-    """UPDATE ``fields`` of ``rows`` that are still ``from_status``, each row its own values, in
-    one statement: ``UPDATE ... FROM (VALUES ...)``. Returns how many rows matched.
+def _connection_itself():
+    """This thread's default database connection itself, not ``django.db.connection``'s proxy,
+    which finds it again on every attribute read: a field's preparation reads several, for every
+    value of hundreds of rows in a fan-out."""
+    from django.db import DEFAULT_DB_ALIAS, connections
+
+    return connections[DEFAULT_DB_ALIAS]
+
+
+def _rows_update(rows: list[list], fields: list[str], *, from_status: str) -> int:
+    """UPDATE ``fields`` of ``rows`` (_row_values) that are still ``from_status``, each row its
+    own values, in one statement: ``UPDATE ... FROM (VALUES ...)``. Returns how many matched.
 
     Django's bulk_update says the same with a CASE WHEN per field and row, which it builds and
     compiles in Python: for a fan-out's hundreds of rows that cost more CPU than their broker
@@ -311,7 +324,7 @@ def _rows_update(rows: list[Order], fields: list[str], *, from_status: str) -> i
     from django.db import connection
 
     sql = _rows_update_sql(tuple(fields), row_count=len(rows))
-    params = [value for row in _row_values(rows, fields) for value in row]
+    params = [value for row in rows for value in row]
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, from_status])
         return cursor.rowcount
@@ -339,13 +352,14 @@ def _rows_update_sql(fields: tuple[str, ...], *, row_count: int) -> str:
 
 
 def _transitions_write_in_one_statement(
-    rows: list[Order],
+    rows: list[list],
     fields: list[str],
     changes: list[tuple[Order, dict, OrderEvent]],
     from_status: str,
 ) -> bool:
-    """PostgreSQL: lock ``rows`` still ``from_status``, and only if all are, UPDATE them (each
-    its own values) and insert the events, in one statement; whether it wrote.
+    """PostgreSQL: lock the orders of ``rows`` (_row_values) still ``from_status``, and only if
+    all are, UPDATE them (each its own values) and insert the events, in one statement;
+    whether it wrote.
 
     Rows and events travel as one typed array per column, as Django's bulk_create sends rows:
     the statement's text is the same whatever the number of rows, so psycopg and PostgreSQL
@@ -356,7 +370,7 @@ def _transitions_write_in_one_statement(
 
     event_fields = _insert_fields(OrderEvent)
     events = [event for _, _, event in changes]
-    params = [list(column) for column in zip(*_row_values(rows, fields), strict=True)]
+    params = [list(column) for column in zip(*rows, strict=True)]
     params += [from_status, from_status, len(rows)]
     params += [
         list(column)
@@ -633,8 +647,7 @@ def _mark_inserted(instance, pk: int) -> None:
 
 def _insert_values(instance, fields) -> list:
     """The database values of ``fields`` of a new ``instance``, as Django's save prepares them."""
-    from django.db import connection
-
+    connection = _connection_itself()
     return [field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields]
 
 
@@ -1042,12 +1055,12 @@ def _enqueue_fill_prices_read(account_ids: list[int]) -> None:
     from .tasks import account_fill_prices_read_task
 
     window = max(1, int(setting("ORDERS_FILL_PRICES_WINDOW_SECONDS", 1)))
-    due = []
-    for account_id in account_ids:
-        key = f"fill-prices-soon:{account_id}"
-        # Not added and not there: the cache is down, so nothing says a read is coming.
-        if cache.add(key, 1, window) or cache.get(key) is None:
-            due.append(account_id)
+    keys = {f"fill-prices-soon:{account_id}": account_id for account_id in account_ids}
+    added = set(cache_add_many(list(keys), 1, window))  # one round trip for a fan-out's hundreds
+    not_added = [key for key in keys if key not in added]
+    # Not added and not there: the cache is down, so nothing says a read is coming.
+    there = cache.get_many(not_added) if not_added else {}
+    due = [account_id for key, account_id in keys.items() if key in added or key not in there]
     if due:
         account_fill_prices_read_task.apply_async((due,), countdown=window)
 

@@ -44,18 +44,6 @@ def _fresh_limiter():
 
 
 @pytest.fixture
-def redis_down(settings):
-    """The shared cache on a Redis that is not there (nothing listens on port 1)."""
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "algoways.cache.ResilientRedisCache",
-            "LOCATION": "redis://127.0.0.1:1/0",
-            "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
-        }
-    }
-
-
-@pytest.fixture
 def paper_account(team):
     paper.paper_price_set(exchange="NSE", symbol="INFY", price=INFY_PRICE)
     return paper.paper_account_ensure(team=team, label="Paper 1")
