@@ -58,6 +58,11 @@ def test_keys_added_on_redis_expire_after_their_timeout(redis_cache):
     assert client.ttl(cache.make_key("forever")) == -1  # kept, no expiry
 
 
+def test_a_zero_timeout_adds_as_add_does_and_keeps_nothing(any_cache):
+    assert cache_add_many(["gone"], 1, 0) == ["gone"]
+    assert cache.get("gone") is None
+
+
 def test_on_a_redis_that_is_down_nothing_is_added_and_the_outage_is_logged(redis_down, caplog):
     with caplog.at_level(logging.WARNING, logger="algoways.cache"):
         assert cache_add_many(["a", "b"], 1, 60) == []
