@@ -365,19 +365,33 @@ def _transitions_write_in_one_statement(
     the statement's text is the same whatever the number of rows, so psycopg and PostgreSQL
     parse and plan it once (a statement of over 50 parameters psycopg parses on every call, in
     Python: 13% of the worker's time in a 500-account fan-out).
+
+    One row, the usual claim or answer of a single order, needs no lock taken first: its
+    UPDATE ... WHERE status is the whole compare-and-set, and its event is inserted only if
+    it updated (_transition_write_sql). Writing a FOR UPDATE lock into the row, then the row,
+    took a third more time (1.2 against 0.8 ms a claim, committed, in process).
     """
     from django.db import connection
 
-    event_fields = _insert_fields(OrderEvent)
     events = [event for _, _, event in changes]
-    params = [list(column) for column in zip(*rows, strict=True)]
-    params += [from_status, from_status, len(rows)]
-    params += [
-        list(column)
-        for column in zip(*(_insert_values(event, event_fields) for event in events), strict=True)
-    ]
+    if len(rows) == 1:
+        (order_id, *values), event = rows[0], events[0]
+        event_values = _insert_values(event, _insert_fields(OrderEvent, skip="order"))
+        sql, params = _transition_write_sql(tuple(fields)), [*values, order_id, from_status]
+        params += event_values
+    else:
+        event_fields = _insert_fields(OrderEvent)
+        params = [list(column) for column in zip(*rows, strict=True)]
+        params += [from_status, from_status, len(rows)]
+        params += [
+            list(column)
+            for column in zip(
+                *(_insert_values(event, event_fields) for event in events), strict=True
+            )
+        ]
+        sql = _transitions_write_sql(tuple(fields))
     with connection.cursor() as cursor:
-        cursor.execute(_transitions_write_sql(tuple(fields)), params)
+        cursor.execute(sql, params)
         written = cursor.fetchall()
     if not written:
         return False
@@ -385,6 +399,30 @@ def _transitions_write_in_one_statement(
     for event in events:
         _mark_inserted(event, event_ids[event.order_id])
     return True
+
+
+@functools.lru_cache(maxsize=64)
+def _transition_write_sql(fields: tuple[str, ...]) -> str:
+    """_transitions_write_in_one_statement's statement for one order (built once per kind)."""
+    from django.db import connection
+
+    quote = connection.ops.quote_name
+    table = quote(Order._meta.db_table)
+    pk = quote(Order._meta.pk.column)
+    columns = [Order._meta.get_field(name) for name in fields]
+    assignments = ", ".join(
+        f"{quote(field.column)} = {_typed_placeholders([field])}" for field in columns
+    )
+    event_fields = _insert_fields(OrderEvent, skip="order")
+    event_order = quote(OrderEvent._meta.get_field("order").column)
+    return (
+        f"WITH changed AS (UPDATE {table} SET {assignments} WHERE {pk} = %s "
+        f"AND {quote(Order._meta.get_field('status').column)} = %s RETURNING {pk}) "
+        f"INSERT INTO {quote(OrderEvent._meta.db_table)} "
+        f"({event_order}, {', '.join(quote(field.column) for field in event_fields)}) "
+        f"SELECT changed.{pk}, {_typed_placeholders(event_fields)} FROM changed "
+        f"RETURNING {event_order}, {quote(OrderEvent._meta.pk.column)}"
+    )
 
 
 @functools.lru_cache(maxsize=64)
@@ -403,11 +441,6 @@ def _transitions_write_sql(fields: tuple[str, ...]) -> str:
     pk = f"{table}.{quote(Order._meta.pk.column)}"
     status = f"{table}.{quote(Order._meta.get_field('status').column)}"
 
-    def arrays(model_fields) -> str:  # a parameter per column: an array of the column's type
-        return ", ".join(
-            f"%s::{field.db_type(connection).split('(')[0]}[]" for field in model_fields
-        )
-
     columns = [Order._meta.pk, *(Order._meta.get_field(name) for name in fields)]
     names = [f"column{number}" for number in range(1, len(columns) + 1)]
     assignments = ", ".join(
@@ -418,13 +451,15 @@ def _transitions_write_sql(fields: tuple[str, ...]) -> str:
     event_columns = ", ".join(quote(field.column) for field in event_fields)
     event_order = quote(OrderEvent._meta.get_field("order").column)
     return (
-        f"WITH v AS (SELECT * FROM UNNEST({arrays(columns)}) AS v({', '.join(names)})), "
+        f"WITH v AS (SELECT * FROM UNNEST({_typed_placeholders(columns, arrays=True)}) "
+        f"AS v({', '.join(names)})), "
         f"locked AS (SELECT {pk} FROM {table} JOIN v ON {pk} = v.column1 "
         f"WHERE {status} = %s FOR UPDATE OF {table}), "
         f"changed AS (UPDATE {table} SET {assignments} FROM v WHERE {pk} = v.column1 "
         f"AND {status} = %s AND (SELECT count(*) FROM locked) = %s RETURNING {pk}), "
         f"new_events AS (INSERT INTO {quote(OrderEvent._meta.db_table)} ({event_columns}) "
-        f"SELECT * FROM UNNEST({arrays(event_fields)}) AS e({event_columns}) "
+        f"SELECT * FROM UNNEST({_typed_placeholders(event_fields, arrays=True)}) "
+        f"AS e({event_columns}) "
         f"WHERE e.{event_order} IN (SELECT * FROM changed) "
         f"RETURNING {event_order}, {quote(OrderEvent._meta.pk.column)}) "
         f"SELECT * FROM new_events"
@@ -662,26 +697,31 @@ def _insert_fields(model, *, skip: str = "") -> tuple:
     )
 
 
+def _typed_placeholders(fields, *, arrays: bool = False) -> str:
+    """A parameter per field, cast to its column's type (to an array of it, with ``arrays``):
+    PostgreSQL then knows every parameter's type when it prepares the statement."""
+    from django.db import connection
+
+    suffix = "[]" if arrays else ""
+    return ", ".join(f"%s::{field.db_type(connection).split('(')[0]}{suffix}" for field in fields)
+
+
 @functools.cache
 def _order_insert_sql() -> str:
     """_order_insert's statement on PostgreSQL (built once)."""
     from django.db import connection
 
     quote = connection.ops.quote_name
-
-    def typed(fields) -> str:
-        return ", ".join(f"%s::{field.db_type(connection)}" for field in fields)
-
     order_fields, event_fields = _insert_fields(Order), _insert_fields(OrderEvent, skip="order")
     order_pk = quote(Order._meta.pk.column)
     return (
         f"WITH new_order AS (INSERT INTO {quote(Order._meta.db_table)} "
         f"({', '.join(quote(field.column) for field in order_fields)}) "
-        f"VALUES ({typed(order_fields)}) RETURNING {order_pk}) "
+        f"VALUES ({_typed_placeholders(order_fields)}) RETURNING {order_pk}) "
         f"INSERT INTO {quote(OrderEvent._meta.db_table)} "
         f"({quote(OrderEvent._meta.get_field('order').column)}, "
         f"{', '.join(quote(field.column) for field in event_fields)}) "
-        f"SELECT new_order.{order_pk}, {typed(event_fields)} FROM new_order "
+        f"SELECT new_order.{order_pk}, {_typed_placeholders(event_fields)} FROM new_order "
         f"RETURNING {quote(OrderEvent._meta.get_field('order').column)}, "
         f"{quote(OrderEvent._meta.pk.column)}"
     )

@@ -263,10 +263,11 @@ def test_a_fill_price_message_of_an_earlier_release_reads_its_accounts_fill_pric
     assert order.average_price == Decimal("1500")
 
 
+@pytest.mark.parametrize("count", [1, 3])  # one order has a statement of its own
 def test_events_written_together_are_stored_each_with_its_own_values_and_id(
-    team, paper_account_factory
+    team, paper_account_factory, count
 ):
-    orders = claimed_orders(team, [paper_account_factory(f"Acc {i}") for i in range(3)])
+    orders = claimed_orders(team, [paper_account_factory(f"Acc {i}") for i in range(count)])
     now = timezone.now()
     changes = [
         services._transition(
@@ -293,6 +294,9 @@ def test_events_written_together_are_stored_each_with_its_own_values_and_id(
         )
         assert stored.data == {"broker_order_id": f"B{index}", "price": "1.5"}
         assert stored.created_at == now
+        assert Order.objects.filter(
+            pk=order.pk, status=S.OPEN, broker_order_id=f"B{index}", broker_status="open"
+        ).exists()
 
 
 def test_a_change_of_several_orders_writes_none_when_one_of_them_changed_meanwhile(
