@@ -375,10 +375,10 @@ def _transitions_write_in_one_statement(
 
     events = [event for _, _, event in changes]
     if len(rows) == 1:
-        (order_id, *values), event = rows[0], events[0]
-        event_values = _insert_values(event, _insert_fields(OrderEvent, skip="order"))
-        sql, params = _transition_write_sql(tuple(fields)), [*values, order_id, from_status]
-        params += event_values
+        order_id, *values = rows[0]
+        sql = _transition_write_sql(tuple(fields))
+        params = [*values, order_id, from_status]
+        params += _insert_values(events[0], _insert_fields(OrderEvent, skip="order"))
     else:
         event_fields = _insert_fields(OrderEvent)
         params = [list(column) for column in zip(*rows, strict=True)]
@@ -413,15 +413,10 @@ def _transition_write_sql(fields: tuple[str, ...]) -> str:
     assignments = ", ".join(
         f"{quote(field.column)} = {_typed_placeholders([field])}" for field in columns
     )
-    event_fields = _insert_fields(OrderEvent, skip="order")
-    event_order = quote(OrderEvent._meta.get_field("order").column)
     return (
         f"WITH changed AS (UPDATE {table} SET {assignments} WHERE {pk} = %s "
         f"AND {quote(Order._meta.get_field('status').column)} = %s RETURNING {pk}) "
-        f"INSERT INTO {quote(OrderEvent._meta.db_table)} "
-        f"({event_order}, {', '.join(quote(field.column) for field in event_fields)}) "
-        f"SELECT changed.{pk}, {_typed_placeholders(event_fields)} FROM changed "
-        f"RETURNING {event_order}, {quote(OrderEvent._meta.pk.column)}"
+        f"{_event_insert_sql(source='changed')}"
     )
 
 
@@ -712,18 +707,29 @@ def _order_insert_sql() -> str:
     from django.db import connection
 
     quote = connection.ops.quote_name
-    order_fields, event_fields = _insert_fields(Order), _insert_fields(OrderEvent, skip="order")
-    order_pk = quote(Order._meta.pk.column)
+    order_fields = _insert_fields(Order)
     return (
         f"WITH new_order AS (INSERT INTO {quote(Order._meta.db_table)} "
         f"({', '.join(quote(field.column) for field in order_fields)}) "
-        f"VALUES ({_typed_placeholders(order_fields)}) RETURNING {order_pk}) "
+        f"VALUES ({_typed_placeholders(order_fields)}) "
+        f"RETURNING {quote(Order._meta.pk.column)}) "
+        f"{_event_insert_sql(source='new_order')}"
+    )
+
+
+def _event_insert_sql(*, source: str) -> str:
+    """INSERT of one event (its values as parameters, but for its order) for the order whose id
+    the query ``source`` returns, if it returns one; RETURNING the order's and the event's ids."""
+    from django.db import connection
+
+    quote = connection.ops.quote_name
+    event_fields = _insert_fields(OrderEvent, skip="order")
+    event_order = quote(OrderEvent._meta.get_field("order").column)
+    return (
         f"INSERT INTO {quote(OrderEvent._meta.db_table)} "
-        f"({quote(OrderEvent._meta.get_field('order').column)}, "
-        f"{', '.join(quote(field.column) for field in event_fields)}) "
-        f"SELECT new_order.{order_pk}, {_typed_placeholders(event_fields)} FROM new_order "
-        f"RETURNING {quote(OrderEvent._meta.get_field('order').column)}, "
-        f"{quote(OrderEvent._meta.pk.column)}"
+        f"({event_order}, {', '.join(quote(field.column) for field in event_fields)}) "
+        f"SELECT {source}.{quote(Order._meta.pk.column)}, {_typed_placeholders(event_fields)} "
+        f"FROM {source} RETURNING {event_order}, {quote(OrderEvent._meta.pk.column)}"
     )
 
 
