@@ -13,6 +13,7 @@ import copy
 import time
 
 import pytest
+from django.db import OperationalError
 
 from accounts.models import Role
 from algoways.celery import app as celery_app
@@ -62,8 +63,22 @@ def sim(kite):
 
 
 def beat_tick() -> None:
-    """What Celery beat triggers every 15 s: pull working orders' status from their brokers."""
-    open_orders_sync_task()
+    """What Celery beat triggers every 15 s: pull working orders' status from their brokers.
+
+    The live server shares this test's in-memory SQLite connection (Django's way with such a
+    database), so a write here while the page's poll reads the same table is refused at once
+    ("database table is locked": a shared connection has no busy wait). A file database with a
+    connection per thread, as the platform runs, waits instead. The sync is safe to repeat, so
+    the tick tries again.
+    """
+    for attempt in range(20):
+        try:
+            open_orders_sync_task()
+            return
+        except OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 19:
+                raise
+            time.sleep(0.05)
 
 
 def wait_for_status(page, expected: str, *, sync: bool = False, timeout: float = 15) -> None:
